@@ -1,0 +1,12 @@
+"""`fluxflow-generate`: placeholder until its issue lands."""
+
+import sys
+
+
+def main(argv=None) -> int:
+    print("fluxflow-generate: not implemented yet", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Embedded datasets and their judges (arrive with the data issue)."""

@@ -1,0 +1,14 @@
+"""The four FluxFlow models (diffusers ``ModelMixin`` + ``ConfigMixin``) and the Bezier activations."""
+
+from .bezier import BezierActivation, TrainableBezier
+from .discriminator import PatchDiscriminator
+from .presets import PRESETS, preset_config
+from .spade import SPADE
+from .text_encoder import FluxFlowTextEncoder
+from .transformer import FluxFlowTransformer
+from .vae import FluxFlowVAE
+
+__all__ = [
+    "BezierActivation", "TrainableBezier", "SPADE", "FluxFlowVAE", "FluxFlowTransformer",
+    "FluxFlowTextEncoder", "PatchDiscriminator", "PRESETS", "preset_config",
+]

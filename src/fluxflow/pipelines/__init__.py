@@ -1,0 +1,1 @@
+"""Diffusers pipelines (FluxFlowPipeline arrives with its issue)."""
