@@ -65,7 +65,7 @@ class PatchDiscriminator(ModelMixin, ConfigMixin, PresetMixin):
             DiscriminatorBlock(c_in, c_out, negative_slope) for c_in, c_out in zip(channels[:-1], channels[1:])
         )
         self.conv_out = spectral_norm(nn.Conv2d(channels[-1], 1, 3, padding=1))
-        self.context_proj = spectral_norm(nn.Linear(context_dim, channels[-1])) if context_dim else None
+        self.context_proj = spectral_norm(nn.Linear(context_dim, channels[-1], bias=False)) if context_dim else None
         self._freeze_power_iteration()
 
     @classmethod
