@@ -18,6 +18,8 @@ _EXPORTS = {
     "FluxFlowTextEncoder": "fluxflow.models.text_encoder",
     "PatchDiscriminator": "fluxflow.models.discriminator",
     "PRESETS": "fluxflow.models.presets",
+    "FluxFlowPipeline": "fluxflow.pipelines.pipeline_fluxflow",
+    "FluxFlowPipelineOutput": "fluxflow.pipelines.pipeline_fluxflow",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .layers import run_block
-from .presets import PresetMixin
+from .modeling import FluxFlowModelMixin
 
 
 @dataclass
@@ -38,7 +38,7 @@ class DiscriminatorBlock(nn.Module):
         return F.leaky_relu(self.conv2(x), self.negative_slope)
 
 
-class PatchDiscriminator(ModelMixin, ConfigMixin, PresetMixin):
+class PatchDiscriminator(FluxFlowModelMixin, ModelMixin, ConfigMixin):
     """Spectral-norm PatchGAN: image ``[B, C, H, W]`` -> patch logits.
 
     With ``context_dim > 0`` and a ``context [B, context_dim]`` it adds a projection term (Miyato & Koyama,
@@ -67,17 +67,6 @@ class PatchDiscriminator(ModelMixin, ConfigMixin, PresetMixin):
         self.conv_out = spectral_norm(nn.Conv2d(channels[-1], 1, 3, padding=1))
         self.context_proj = spectral_norm(nn.Linear(context_dim, channels[-1], bias=False)) if context_dim else None
         self._freeze_power_iteration()
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """diffusers' loader, then a copy of each tensor into fresh memory: tensors loaded from safetensors can
-        sit at unaligned addresses, where the vectorized ``mv`` of the spectral norm rounds differently, and
-        a loaded discriminator must score exactly like the one that was saved."""
-        model = super().from_pretrained(*args, **kwargs)
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                tensor.data = tensor.data.clone()
-        return model
 
     def _spectral_norms(self):
         return [(m, m.parametrizations.weight[0]) for m in self.modules() if parametrize.is_parametrized(m, "weight")]

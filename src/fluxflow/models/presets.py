@@ -60,13 +60,3 @@ def preset_config(name: str, model: str) -> dict:
     if model not in MODEL_KEYS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODEL_KEYS)}")
     return copy.deepcopy(PRESETS[key][model])
-
-
-class PresetMixin:
-    """Adds ``from_preset(name, **overrides)`` to a model class that sets ``_preset_key``."""
-
-    _preset_key: str
-
-    @classmethod
-    def from_preset(cls, name: str = "base", **overrides):
-        return cls.from_config({**preset_config(name, cls._preset_key), **overrides})

@@ -13,7 +13,8 @@ from diffusers.utils import BaseOutput
 from transformers import AutoConfig, AutoModel
 
 from .layers import FeedForward, check_activation
-from .presets import MINILM_BACKBONE, PresetMixin
+from .modeling import FluxFlowModelMixin
+from .presets import MINILM_BACKBONE
 
 
 @dataclass
@@ -45,7 +46,7 @@ def build_backbone(backbone_config: dict) -> nn.Module:
     return backbone
 
 
-class FluxFlowTextEncoder(ModelMixin, ConfigMixin, PresetMixin):
+class FluxFlowTextEncoder(FluxFlowModelMixin, ModelMixin, ConfigMixin):
     """Text -> (per-token embeddings, pooled vector) for the flow processor.
 
     The backbone is built from ``backbone_config`` (stored in our config.json), so ``from_pretrained`` loads

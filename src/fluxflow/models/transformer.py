@@ -17,7 +17,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
 from .layers import FeedForward, check_activation, run_block
-from .presets import PresetMixin
+from .modeling import FluxFlowModelMixin
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ class FluxFlowTransformerBlock(nn.Module):
         return x + gate_mlp * self.ff(modulate(self.norm3(x), shift_mlp, scale_mlp))
 
 
-class FluxFlowTransformer(ModelMixin, ConfigMixin, PresetMixin):
+class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin):
     """The flow processor: predicts the velocity ``v = noise - x0`` of normalized latents.
 
     ``forward(hidden_states [B, C, h, w], encoder_hidden_states [B, L, text_embed_dim],

@@ -10,7 +10,7 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
 from .layers import check_activation, make_activation, num_groups, run_block
-from .presets import PresetMixin
+from .modeling import FluxFlowModelMixin
 from .spade import SPADE
 from .vae_blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
 
@@ -89,7 +89,7 @@ def _mid_blocks(channels, activation, attention, head_dim) -> nn.ModuleList:
     return nn.ModuleList(blocks)
 
 
-class FluxFlowVAE(ModelMixin, ConfigMixin, PresetMixin):
+class FluxFlowVAE(FluxFlowModelMixin, ModelMixin, ConfigMixin):
     """The FluxFlow autoencoder, with the :class:`~diffusers.AutoencoderKL` surface.
 
     ``encode(x).latent_dist`` is a :class:`DiagonalGaussianDistribution`; ``decode(z, use_context=True)``

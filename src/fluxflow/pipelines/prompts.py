@@ -1,0 +1,38 @@
+"""Prompt tokenization shared by training and sampling, and the bundle of text embeddings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+
+def tokenize_prompts(tokenizer, prompts: list[str], max_length: int):
+    """Pad every prompt to ``max_length`` (truncating longer ones) with an attention mask.
+
+    Training's collate function and the pipeline both call this, so both see identical token layouts."""
+    return tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True,
+                     return_attention_mask=True, return_tensors="pt")
+
+
+@dataclass
+class PromptEmbeddings:
+    """Per-token embeddings ``[B, L, D]``, pooled vector ``[B, P]`` and padding mask ``[B, L]`` of a batch."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    mask: torch.Tensor
+
+    def repeat(self, n: int) -> PromptEmbeddings:
+        """Each prompt ``n`` times in a row (``p0, p0, p1, p1`` for ``n = 2``), as diffusers pipelines do."""
+        if n == 1:
+            return self
+        return PromptEmbeddings(*(t.repeat_interleave(n, dim=0) for t in (self.embeds, self.pooled, self.mask)))
+
+    def replace(self, **changes) -> PromptEmbeddings:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def cat(*items: PromptEmbeddings) -> PromptEmbeddings:
+        return PromptEmbeddings(*(torch.cat(parts) for parts in zip(*((i.embeds, i.pooled, i.mask) for i in items))))
