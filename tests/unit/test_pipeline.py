@@ -1,0 +1,166 @@
+"""The diffusers common pipeline checks, on a tiny random FluxFlowPipeline."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+from pipeline_cases import SIZE, run, tiny_pipeline
+
+from fluxflow import FluxFlowPipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+def test_save_load_round_trip_gives_identical_images(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    loaded = FluxFlowPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.scheduler.config.shift == 3.0
+    assert np.array_equal(run(pipe), run(loaded))
+
+
+def test_single_file_and_folder_give_identical_images(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "folder")
+    pipe.save_single_file(tmp_path / "checkpoint.safetensors", extra={"global_step": 12})
+    folder = FluxFlowPipeline.from_pretrained(tmp_path / "folder")
+    single = FluxFlowPipeline.from_pretrained(tmp_path / "checkpoint.safetensors")
+    assert single.scheduler.config.shift == 3.0 and type(single.tokenizer) is type(pipe.tokenizer)
+    assert np.array_equal(run(folder), run(single))
+
+
+def test_dtype_loading(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    half = FluxFlowPipeline.from_pretrained(tmp_path, dtype=torch.float16)
+    assert {half.vae.dtype, half.transformer.dtype, half.text_encoder.dtype} == {torch.float16}
+    with pytest.warns(FutureWarning):
+        legacy = FluxFlowPipeline.from_pretrained(tmp_path, torch_dtype=torch.float16)
+    assert legacy.transformer.dtype == torch.float16
+
+
+def test_batch_of_prompts_equals_prompts_one_by_one(pipe):
+    prompts = ["a red circle", "a blue square in the top left"]
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    batch = run(pipe, prompts, generator=gens)
+    singles = [run(pipe, p, seed=s) for p, s in zip(prompts, (1, 2))]
+    np.testing.assert_allclose(batch, np.concatenate(singles), atol=1e-5)
+    assert not np.allclose(singles[0], singles[1], atol=1e-3)
+
+
+def test_list_of_generators_seeds_each_image(pipe):
+    images = run(pipe, "a green star", generator=[torch.Generator().manual_seed(s) for s in (5, 6)],
+                 num_images_per_prompt=2)
+    np.testing.assert_allclose(images[0], run(pipe, "a green star", seed=5)[0], atol=1e-5)
+    np.testing.assert_allclose(images[1], run(pipe, "a green star", seed=6)[0], atol=1e-5)
+
+
+def test_return_dict_false_and_num_images_per_prompt(pipe):
+    images = run(pipe, ["a", "b"], num_images_per_prompt=3)
+    assert images.shape == (6, SIZE, SIZE, 3)
+    out = pipe("a red circle", num_inference_steps=3, height=SIZE, width=SIZE, output_type="np",
+               generator=torch.Generator().manual_seed(0), return_dict=False)
+    assert isinstance(out, tuple) and np.array_equal(out[0], run(pipe))
+
+
+def test_output_types_agree(pipe):
+    as_np = run(pipe, output_type="np")
+    as_pt = run(pipe, output_type="pt")
+    as_pil = run(pipe, output_type="pil")
+    latents = run(pipe, output_type="latent")
+    assert as_np.shape == (1, SIZE, SIZE, 3) and as_np.min() >= 0 and as_np.max() <= 1
+    np.testing.assert_allclose(as_pt.permute(0, 2, 3, 1).numpy(), as_np, atol=1e-6)
+    assert isinstance(as_pil[0], PIL.Image.Image) and as_pil[0].size == (SIZE, SIZE)
+    assert np.abs(np.asarray(as_pil[0], dtype=np.float32) / 255 - as_np[0]).max() <= 1 / 255 + 1e-6
+    assert latents.shape == (1, 4, SIZE // 8, SIZE // 8)
+
+
+def test_callback_on_step_end_edits_latents(pipe):
+    seen = []
+
+    def zero_at_last_step(p, i, t, kwargs):
+        seen.append((i, float(t), kwargs["latents"].shape))
+        return {"latents": torch.zeros_like(kwargs["latents"])} if i == p.num_timesteps - 1 else {}
+
+    latents = run(pipe, output_type="latent", callback_on_step_end=zero_at_last_step,
+                  callback_on_step_end_tensor_inputs=["latents"])
+    assert [i for i, _, _ in seen] == [0, 1, 2] and seen[0][1] == pytest.approx(1000.0)
+    assert torch.count_nonzero(latents) == 0
+
+
+def test_guidance_scale_one_equals_no_guidance(pipe):
+    plain = run(pipe, guidance_scale=1.0)
+    barely = run(pipe, guidance_scale=1.0 + 1e-7)  # CFG path active, weight ~1
+    strong = run(pipe, guidance_scale=7.0)
+    np.testing.assert_allclose(plain, barely, atol=1e-5)
+    assert np.abs(plain - strong).max() > 1e-3
+    with_negative = run(pipe, guidance_scale=7.0, negative_prompt="a blue square")
+    assert np.abs(with_negative - strong).max() > 1e-4  # default negative is the empty prompt
+
+
+def test_prompt_embeds_bypass_the_text_encoder(pipe):
+    emb = pipe.encode_prompt("a red circle")
+    images = pipe(prompt_embeds=emb.embeds, pooled_prompt_embeds=emb.pooled, prompt_attention_mask=emb.mask,
+                  num_inference_steps=3, height=SIZE, width=SIZE, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(images, run(pipe))
+
+
+def test_denoising_is_euler_on_the_shifted_flow_schedule(pipe):
+    """Given sigmas u, the pipeline's latents equal a hand-written Euler loop over s = shift*u/(1+(shift-1)*u)
+    with the model called at timestep s*1000: the convention training uses."""
+    steps, shift = 4, pipe.scheduler.config.shift
+    emb = pipe.encode_prompt("a red circle")
+    x = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(3))
+    u = np.linspace(1.0, 1.0 / steps, steps)
+    s = np.append(shift * u / (1 + (shift - 1) * u), 0.0)
+    expected = x.clone()
+    with torch.no_grad():
+        for i in range(steps):
+            v = pipe.transformer(expected, emb.embeds, emb.pooled, torch.tensor([s[i] * 1000.0]), emb.mask).sample
+            expected = expected + (s[i + 1] - s[i]) * v
+    got = pipe("a red circle", sigmas=list(u), latents=x, height=SIZE, width=SIZE,
+               output_type="latent", guidance_scale=1.0).images
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_other_flow_matching_schedulers_can_be_swapped_in(tmp_path):
+    pipe = tiny_pipeline()
+    pipe.scheduler = FlowMatchHeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    images = run(pipe)
+    assert images.shape == (1, SIZE, SIZE, 3) and np.isfinite(images).all()
+    pipe.save_pretrained(tmp_path)
+    assert type(FluxFlowPipeline.from_pretrained(tmp_path).scheduler) is FlowMatchHeunDiscreteScheduler
+
+
+def test_max_sequence_length_sets_the_token_layout(pipe):
+    assert pipe.encode_prompt("a red circle").embeds.shape[1] == pipe.text_encoder.config.max_length
+    assert pipe.encode_prompt("a red circle", max_sequence_length=16).mask.shape == (1, 16)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"height": 40}, "multiples of 16"),
+    ({"output_type": "jpeg"}, "allowed: pil, np, pt, latent"),
+    ({"negative_prompt": ["x", "y", "z"], "guidance_scale": 3.0}, "negative_prompt` has 3"),
+    ({"generator": [torch.Generator()] * 3}, "3 generators for a batch of 2"),
+    ({"callback_on_step_end_tensor_inputs": ["noise"]}, "not in"),
+    ({"latents": torch.zeros(2, 4, 3, 3)}, "latents` must have shape"),
+])
+def test_bad_inputs_are_named(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(["a", "b"], **{"num_inference_steps": 2, "height": SIZE, "width": SIZE, **kwargs})
+
+
+def test_a_file_that_is_not_a_fluxflow_checkpoint_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="not a fluxflow checkpoint"):
+        FluxFlowPipeline.from_pretrained(tmp_path / "other.safetensors")
+
+
+def test_default_size_comes_from_the_transformer(pipe):
+    assert pipe.default_sample_size == pipe.transformer.config.sample_size * 8
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
