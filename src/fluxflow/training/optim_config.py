@@ -1,0 +1,249 @@
+"""Loading an optimizer/scheduler config (JSON, YAML or a dict) into a validated ``OptimSchedConfig``.
+
+Accepted forms: ``{"optimizers": {...}, "schedulers": {...}}`` (either may be absent), a
+``scheduler_config:`` mapping of component -> scheduler, and either inside a larger training config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fluxflow.training.errors import ConfigError, did_you_mean
+from fluxflow.training.optim_schema import (
+    ALIASES,
+    COMPONENT_OPTIMIZERS,
+    COMPONENT_SCHEDULERS,
+    COMPONENTS,
+    DEFAULT_LR,
+    DEFAULT_SCHEDULER,
+    LR_SCALE,
+    SUBCOMPONENTS,
+    canonical,
+    check_optimizer_consistency,
+    component_list,
+    validate_optimizer_entry,
+    validate_scheduler_spec,
+)
+
+SECTIONS = ("optimizers", "schedulers", "scheduler_config")
+
+
+@dataclass(frozen=True)
+class OptimSchedConfig:
+    """A validated config: per canonical component name, the optimizer and scheduler entries as written.
+
+    Defaults are not filled in here because they depend on ``--lr``; ``optimizer_config`` and
+    ``scheduler_config`` give the complete settings a component is built with.
+    """
+
+    optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedulers: dict[str, dict[str, Any] | tuple[dict[str, Any], ...]] = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def components(self) -> list[str]:
+        """Components named in the config, in canonical order."""
+        return [c for c in COMPONENTS if c in self.optimizers or c in self.schedulers]
+
+    def optimizer_config(self, name: str, lr: float = DEFAULT_LR) -> dict[str, Any]:
+        """The settings ``name``'s optimizer is built with: its entry over the defaults it inherits.
+
+        Base: the component's defaults (a sub-component: its parent's resolved settings) with
+        ``lr * LR_SCALE``; an entry naming a different ``type`` drops the base's type-specific keys.
+        """
+        name = canonical(name)
+        if name in SUBCOMPONENTS:
+            base = self.optimizer_config(SUBCOMPONENTS[name][0], lr)
+        else:
+            base = {**COMPONENT_OPTIMIZERS[name], "lr": lr * LR_SCALE.get(name, 1.0)}
+        entry = self.optimizers.get(name, {})
+        if "type" in entry and entry["type"] != base["type"]:
+            base = {"type": entry["type"], "lr": base["lr"]}
+        return {**base, **copy.deepcopy(entry)}
+
+    def scheduler_config(self, name: str) -> dict[str, Any] | list[dict[str, Any]]:
+        """``name``'s scheduler entry (a list for a chain); else its parent's; else the component default."""
+        name = canonical(name)
+        if name in self.schedulers:
+            spec = self.schedulers[name]
+            return [dict(e) for e in spec] if isinstance(spec, tuple) else dict(spec)
+        if name in SUBCOMPONENTS:
+            return self.scheduler_config(SUBCOMPONENTS[name][0])
+        return dict(COMPONENT_SCHEDULERS.get(name, DEFAULT_SCHEDULER))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able data (for logs and checkpoint metadata)."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            if isinstance(v, Mapping):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return {"optimizers": plain(self.optimizers), "schedulers": plain(self.schedulers)}
+
+
+def load_optim_sched_config(source: Any, *, strict: bool = True) -> OptimSchedConfig:
+    """Read and validate a config from a ``.json``/``.yaml``/``.yml`` path or a mapping.
+
+    ``None`` gives the empty config (every component on its defaults); an ``OptimSchedConfig`` is
+    returned as is. With ``strict=False`` top-level keys other than ours are left to the larger training
+    config they belong to, except near-misses of our section names, which stay errors.
+    Raises ``ConfigError`` listing every problem, each with its key path.
+    """
+    if source is None:
+        return OptimSchedConfig()
+    if isinstance(source, OptimSchedConfig):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        label = str(source)
+        data = read_config_file(Path(source))
+    elif isinstance(source, Mapping):
+        label, data = None, source
+    else:
+        raise ConfigError(f"an optimizer/scheduler config must be a file path or a mapping, "
+                          f"got {type(source).__name__}")
+    problems: list[str] = []
+    config = _parse(data, strict, problems)
+    if problems:
+        raise ConfigError(problems, label)
+    return OptimSchedConfig(config.optimizers, config.schedulers, label)
+
+
+# ------------------------------------------------------------------------------------------------- files
+
+# PyYAML follows YAML 1.1, where `1e-4` is a string; accept it as the float every user means.
+_FLOAT_RE = re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with `1e-4` read as a float and duplicate keys reported instead of overwritten."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def read_config_file(path: Path) -> Any:
+    """Parse a JSON or YAML file, turning every way it can be unreadable into a ``ConfigError``."""
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError(f"unsupported file type {path.suffix!r}; use .json, .yaml or .yml", str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read the file: {err}", str(path)) from None
+    if not text.strip():
+        raise ConfigError("the file is empty", str(path))
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicates)
+        except json.JSONDecodeError as err:
+            where = f"line {err.lineno} column {err.colno}"
+            raise ConfigError(f"invalid JSON at {where}: {err.msg}", str(path)) from None
+        except ValueError as err:
+            raise ConfigError(f"invalid JSON: {err}", str(path)) from None
+    else:
+        try:
+            data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"invalid YAML: {' '.join(str(err).split())}", str(path)) from None
+    if data is None:
+        raise ConfigError("the file is empty (only comments)", str(path))
+    return data
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def _parse(data: Any, strict: bool, problems: list[str]) -> OptimSchedConfig:
+    if not isinstance(data, Mapping):
+        problems.append(f"the config must be a mapping at the top level, got {type(data).__name__}")
+        return OptimSchedConfig()
+    for key in data:
+        if key in SECTIONS:
+            continue
+        hint = did_you_mean(key, SECTIONS, cutoff=0.75)
+        if strict or hint:
+            problems.append(f"{key} is not a section of an optimizer/scheduler config{hint}; "
+                            f"sections: {', '.join(SECTIONS)}")
+    if not any(s in data for s in SECTIONS):
+        if not problems:
+            problems.append(f"the config has none of the sections {', '.join(SECTIONS)}")
+        return OptimSchedConfig()
+    if "schedulers" in data and "scheduler_config" in data:
+        problems.append("schedulers and scheduler_config are both given; they mean the same, use one")
+    opt_entries = _components_of("optimizers", data.get("optimizers", {}), problems)
+    optimizers = {}
+    # Parents first, so that a sub-component without a type inherits its parent's.
+    for name in sorted(opt_entries, key=lambda n: n in SUBCOMPONENTS):
+        path, entry = opt_entries[name]
+        parent_type = _optimizer_type(SUBCOMPONENTS[name][0], optimizers) if name in SUBCOMPONENTS else None
+        default_type = parent_type or COMPONENT_OPTIMIZERS[name]["type"]
+        checked = validate_optimizer_entry(path, entry, default_type, problems)
+        if checked is not None:
+            optimizers[name] = checked
+    section = "scheduler_config" if "scheduler_config" in data else "schedulers"
+    schedulers = {}
+    for name, (path, spec) in _components_of(section, data.get(section, {}), problems).items():
+        checked = validate_scheduler_spec(path, spec, problems)
+        if checked is not None:
+            schedulers[name] = checked
+    config = OptimSchedConfig(optimizers, schedulers)
+    for name in optimizers:
+        check_optimizer_consistency(opt_entries[name][0], config.optimizer_config(name), problems)
+    return config
+
+
+def _optimizer_type(name: str, optimizers: Mapping[str, Mapping[str, Any]]) -> str:
+    return optimizers.get(name, {}).get("type", COMPONENT_OPTIMIZERS[name]["type"])
+
+
+def _components_of(section: str, value: Any, problems: list[str]) -> dict[str, tuple[str, Any]]:
+    """canonical component name -> (key path as the user wrote it, entry)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"{section} must be a mapping of component name -> settings, "
+                        f"got {type(value).__name__}")
+        return {}
+    out: dict[str, tuple[str, Any]] = {}
+    for key, entry in value.items():
+        path = f"{section}.{key}"
+        name = canonical(key) if isinstance(key, str) else key
+        if name not in COMPONENTS:
+            hint = did_you_mean(key, [*COMPONENTS, *ALIASES])
+            problems.append(f"{path}: {key!r} is not a component{hint}; components: {component_list()}")
+        elif name in out:
+            problems.append(f"{path} and {out[name][0]} name the same component; keep one")
+        else:
+            out[name] = (path, entry)
+    return out
