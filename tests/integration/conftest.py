@@ -1,4 +1,5 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # shared tiny-model builders
+TESTS = Path(__file__).parents[1]
+sys.path[:0] = [str(TESTS / "unit"), str(TESTS)]  # shared tiny-model builders and the Hub stand-in

@@ -1,0 +1,278 @@
+"""The one schema of `fluxflow-train`: every flag is a field here; argparse and `--config` files follow it.
+
+Precedence: built-in default < `--config FILE` (YAML or JSON) < command line. A config file uses the field
+names as keys, flat or grouped under `data:`, `model:`, `training:`, `output:` for readability, and may hold
+the optimizer/scheduler sections (`optimizers:`, `schedulers:`, `scheduler_config:`). Unknown keys are
+errors with the closest name. :meth:`TrainConfig.validate` names every bad flag before anything is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .data.config import DataConfig, _f
+from .errors import ConfigError, did_you_mean
+from .optim_config import read_config_file as read_structured_file
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+REPORT_TO = ("none", "tensorboard", "wandb")
+PRESETS = ("tiny", "small", "base")
+ACTIVATIONS = ("bezier", "silu", "gelu")
+GROUPS = ("data", "model", "training", "output")
+OPTIM_SECTIONS = ("optimizers", "schedulers", "scheduler_config")
+
+
+def _list(default: list, help: str):
+    return field(default_factory=lambda: list(default), metadata={"help": help})
+
+
+@dataclass
+class TrainConfig(DataConfig):
+    """All options of a training run (the data options come from :class:`DataConfig`)."""
+
+    # --- training modes
+    train_vae: bool = _f(False, "Train the VAE (compressor + expander): reconstruction + KL")
+    gan_training: bool = _f(False, "Adversarial VAE training with the PatchDiscriminator (alone: GAN-only mode)")
+    train_spade: bool = _f(False, "Decode with SPADE context while training (alone: train only the SPADE layers)")
+    train_diff: bool = _f(False, "Train the flow processor on the low-noise part of the schedule")
+    train_diff_full: bool = _f(False, "Train the flow processor over the full noise range")
+    # --- optimisation
+    optim_sched_config: str | None = _f(None, "JSON/YAML file of per-component optimizers and LR schedulers "
+                                              "(docs/SCHEDULERS.md)")
+    n_epochs: int = _f(1, "Number of passes over the training data")
+    max_train_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides --n_epochs; "
+                                           "required with --streaming)")
+    batch_size: int = _f(2, "Images per process per forward pass")
+    lr: float | None = _f(None, "Learning rate of components whose config gives none (default 1e-4; text "
+                                "encoder: a tenth)")
+    training_steps: int = _f(1, "Gradient accumulation: batches per optimizer step")
+    max_grad_norm: float = _f(1.0, "Clip each model's gradient norm to this (0: no clipping)")
+    use_fp16: bool = _f(False, "fp16 mixed precision (the same as --mixed_precision fp16)")
+    mixed_precision: str = _f("no", "Mixed precision of the Accelerator", MIXED_PRECISION)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory")
+    workers: int = _f(1, "DataLoader worker processes (0: load in the main process)")
+    # --- losses
+    kl_beta: float = _f(1e-4, "Final KL divergence weight")
+    kl_warmup_steps: int = _f(5000, "Optimizer steps to raise the KL weight linearly from 0 to --kl_beta")
+    kl_free_bits: float = _f(0.0, "Free bits (nats per latent channel): KL below this is not penalised")
+    lambda_adv: float = _f(0.5, "Adversarial (GAN) loss weight of the generator")
+    l1_weight: float = _f(1.0, "Weight of the L1 reconstruction term")
+    mse_weight: float = _f(1.0, "Weight of the MSE reconstruction term")
+    # --- models
+    model_preset: str = _f("base", "Model sizes (docs/ARCHITECTURE.md)", PRESETS)
+    activation: str | None = _f(None, "Activation of the VAE and flow processor (default: the preset's, bezier)",
+                                ACTIVATIONS)
+    tokenizer_name: str = _f("distilbert-base-uncased", "Tokenizer (Hub id or folder); offline, the BERT-uncased "
+                                                        "vocabulary of the bundled all-MiniLM-L6-v2 is used")
+    model_checkpoint: str | None = _f(None, "Initialise weights from a checkpoint.safetensors (or a pipeline folder)")
+    # --- checkpoints, logs, samples
+    output_path: str = _f("outputs", "Folder for checkpoints, state, samples and logs")
+    log_interval: int = _f(10, "Log metrics every N optimizer steps")
+    checkpoint_save_interval: int = _f(50, "Save a checkpoint every N optimizer steps")
+    checkpoints_total_limit: int | None = _f(None, "Keep at most this many state/checkpoint-* folders")
+    resume_from_checkpoint: str | None = _f(None, "'latest' or a state/checkpoint-* folder to continue from")
+    preserve_lr: bool = _f(False, "Start from the learning rates saved in output_path/lr_sav.json")
+    samples_per_checkpoint: int = _f(1, "Write samples every N checkpoint saves")
+    no_samples: bool = _f(False, "Write no samples")
+    test_image_address: list[str] = _list([], "Images for VAE reconstruction samples (default: a few training "
+                                              "images)")
+    sample_captions: list[str] = _list(["A sample caption"], "Captions for flow samples")
+    report_to: str = _f("none", "Experiment tracker", REPORT_TO)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.use_fp16 else self.mixed_precision
+
+    @property
+    def trains_flow(self) -> bool:
+        return self.train_diff or self.train_diff_full
+
+    @property
+    def trains_vae(self) -> bool:
+        return self.train_vae or self.gan_training or self.train_spade
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming every bad flag; reads only the file system."""
+        problems = [*self._mode_problems(), *self._range_problems(), *self._file_problems()]
+        try:
+            DataConfig.validate(self)
+        except ConfigError as err:
+            problems += err.problems
+        if problems:
+            raise ConfigError(problems)
+
+    def _mode_problems(self) -> list[str]:
+        p = []
+        if not (self.trains_vae or self.trains_flow):
+            p.append("no training mode: give at least one of --train_vae, --gan_training, --train_spade, "
+                     "--train_diff, --train_diff_full")
+        if self.train_diff and self.train_diff_full:
+            p.append("--train_diff and --train_diff_full exclude each other: choose the partial or the full schedule")
+        if self.trains_flow:
+            p.append("--train_diff / --train_diff_full: flow training is not available in this version yet "
+                     "(train the VAE first with --train_vae)")
+        if self.use_fp16 and self.mixed_precision not in ("no", "fp16"):
+            p.append(f"--use_fp16 conflicts with --mixed_precision {self.mixed_precision}")
+        if self.streaming and self.max_train_steps is None:
+            p.append("--streaming needs --max_train_steps (a streamed data set has no length)")
+        return p
+
+    def _range_problems(self) -> list[str]:
+        at_least = {"n_epochs": 1, "batch_size": 1, "training_steps": 1, "log_interval": 1,
+                    "checkpoint_save_interval": 1, "samples_per_checkpoint": 1, "workers": 0,
+                    "kl_warmup_steps": 0, "max_train_steps": 1, "checkpoints_total_limit": 1}
+        p = [f"--{k} must be >= {low}, got {getattr(self, k)}" for k, low in at_least.items()
+             if getattr(self, k) is not None and getattr(self, k) < low]
+        for k in ("kl_beta", "kl_free_bits", "lambda_adv", "l1_weight", "mse_weight", "max_grad_norm"):
+            if getattr(self, k) < 0:
+                p.append(f"--{k} must be >= 0, got {getattr(self, k)}")
+        if self.lr is not None and self.lr <= 0:
+            p.append(f"--lr must be > 0, got {self.lr}")
+        for k, allowed in (("mixed_precision", MIXED_PRECISION), ("report_to", REPORT_TO),
+                           ("model_preset", PRESETS), ("activation", ACTIVATIONS + (None,))):
+            if getattr(self, k) not in allowed:
+                p.append(f"--{k} must be one of {', '.join(map(str, allowed))}, got {getattr(self, k)!r}")
+        if self.train_vae and self.l1_weight == 0 and self.mse_weight == 0:
+            p.append("--train_vae with --l1_weight 0 and --mse_weight 0 has no reconstruction loss")
+        return p
+
+    def _file_problems(self) -> list[str]:
+        p = [f"--test_image_address {path!r} is not a file" for path in self.test_image_address
+             if not os.path.isfile(path)]
+        if self.optim_sched_config and not os.path.isfile(self.optim_sched_config):
+            p.append(f"--optim_sched_config {self.optim_sched_config!r} is not a file")
+        if self.model_checkpoint and not os.path.exists(self.model_checkpoint):
+            p.append(f"--model_checkpoint {self.model_checkpoint!r} does not exist")
+        resume = self.resume_from_checkpoint
+        if resume and resume != "latest" and not os.path.isdir(resume):
+            p.append(f"--resume_from_checkpoint must be 'latest' or a state/checkpoint-* folder, got {resume!r}")
+        out = Path(self.output_path)
+        existing = next((d for d in (out, *out.parents) if d.exists()), None)
+        if existing is not None and not os.access(existing, os.W_OK):
+            p.append(f"--output_path {self.output_path!r} is not writable ({existing} is read-only)")
+        return p
+
+
+# ---------------------------------------------------------------------- argparse from the schema
+def _field_types() -> dict[str, object]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def build_parser(show_defaults: bool = True) -> argparse.ArgumentParser:
+    """The `fluxflow-train` parser, one flag per :class:`TrainConfig` field, plus ``--config``."""
+    parser = argparse.ArgumentParser(
+        prog="fluxflow-train", description="Train fluxflow models (docs/TRAINING.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter if show_defaults else argparse.HelpFormatter,
+        argument_default=None if show_defaults else argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML or JSON file with any of these options (the command line wins)")
+    types = _field_types()
+    for f in fields(TrainConfig):
+        kind, kwargs = types[f.name], {"help": f.metadata.get("help", "")}
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if show_defaults:
+            kwargs["default"] = default
+        if kind is bool:
+            parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
+            continue
+        base = _base_type(kind)
+        if typing.get_origin(kind) is list or base is list:
+            kwargs["nargs"] = "*"
+            base = str
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(f"--{f.name}", type=base, **kwargs)
+    return parser
+
+
+def _base_type(kind) -> type:
+    """``int | None`` -> ``int``; ``list[str]`` -> ``list``."""
+    if typing.get_origin(kind) is list:
+        return list
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
+
+
+def read_config_file(path: str | os.PathLike) -> tuple[dict, dict]:
+    """``(training fields, optimizer/scheduler sections)`` of a YAML/JSON config; unknown keys are errors."""
+    path = Path(path)
+    data = read_structured_file(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping of option names, got {type(data).__name__}",
+                          source=str(path))
+    names = {f.name for f in fields(TrainConfig)}
+    values, optim, problems = {}, {}, []
+    for key, value in data.items():
+        if key in OPTIM_SECTIONS:
+            optim[key] = value
+        elif key in GROUPS and isinstance(value, dict):
+            for sub, v in value.items():
+                if sub in names:
+                    values[sub] = v
+                else:
+                    problems.append(f"{key}.{sub} is not an option{did_you_mean(sub, names)}")
+        elif key in names:
+            values[key] = value
+        else:
+            problems.append(f"{key} is not an option{did_you_mean(key, [*names, *OPTIM_SECTIONS, *GROUPS])}")
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return values, optim
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
+    """Command line (+ ``--config`` file) -> ``(TrainConfig, optimizer/scheduler sections of the file)``."""
+    given = vars(build_parser(show_defaults=False).parse_args(argv))
+    values, optim = ({}, {})
+    config_file = given.pop("config", None)
+    if config_file:
+        values, optim = read_config_file(config_file)
+    values.update(given)
+    types = _field_types()
+    problems = []
+    for key, value in values.items():
+        kind = types[key]
+        if value is not None and not _matches(kind, value):
+            problems.append(f"{key} must be {_describe(kind)}, got {value!r}")
+    if problems:
+        raise ConfigError(problems, source=config_file)
+    return TrainConfig(**values), optim
+
+
+def _matches(kind, value) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    base = _base_type(kind)
+    if base is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, base) and not (base is int and isinstance(value, bool))
+
+
+def _describe(kind) -> str:
+    base = _base_type(kind)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list of strings"}.get(base, str(base))
+
+
+def flags_markdown() -> str:
+    """The flag table of docs/TRAINING.md, generated from the schema (a test keeps the two identical)."""
+    types = _field_types()
+    rows = ["| flag | type | default | meaning |", "|---|---|---|---|"]
+    for f in fields(TrainConfig):
+        kind = types[f.name]
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        type_name = "flag" if kind is bool else _describe(kind).removeprefix("a ").removeprefix("an ")
+        choices = f.metadata.get("choices")
+        meaning = f.metadata.get("help", "") + (f" ({', '.join(map(str, choices))})" if choices else "")
+        rows.append(f"| `--{f.name}` | {type_name} | `{default!r}` | {meaning.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,41 @@
+"""A DataLoader for a dataset from ``build_dataset``: buckets, shuffling and worker seeding done right."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from fluxflow.training.data.buckets import BucketBatchSampler
+from fluxflow.training.data.dataset import ImageCaptionDataset
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker's torch RNG; python's and numpy's follow it so any library randomness differs
+    # between workers and repeats between runs.
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_dataloader(dataset, batch_size: int, workers: int = 0, collate_fn=None, *, shuffle: bool = True,
+                    seed: int | None = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
+    """Map-style: shuffled with a seeded generator, or bucket batches; streaming: in stream order.
+
+    Workers are not persistent so that ``dataset.set_epoch`` reaches them each epoch. ``seed=None`` means 0.
+    """
+    seed = seed or 0
+    common = {"num_workers": workers, "collate_fn": collate_fn, "worker_init_fn": _seed_worker,
+              "pin_memory": torch.cuda.is_available()}
+    if workers > 0:
+        common["prefetch_factor"] = 2
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **common)
+    if isinstance(dataset, ImageCaptionDataset) and dataset.bucket_of is not None:
+        sampler = BucketBatchSampler(dataset.bucket_of, batch_size, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **common)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                       generator=generator, **common)

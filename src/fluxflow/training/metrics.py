@@ -1,0 +1,30 @@
+"""Metrics: one JSON line per log step in ``logs/metrics.jsonl``, plus the Accelerate trackers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends ``{"step": ..., name: value, ...}`` lines (main process only); non-finite values become null."""
+
+    def __init__(self, accelerator, folder: Path):
+        self.accelerator = accelerator
+        self.path = Path(folder) / "metrics.jsonl"
+        if accelerator.is_main_process:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
+        self.accelerator.log({k: v for k, v in clean.items() if v is not None}, step=step)
+        if self.accelerator.is_main_process:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **clean}) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """All lines of a ``metrics.jsonl`` (for plots and tests)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,230 @@
+"""The training loop: data -> models -> optimizers -> prepare -> loop (step, log, checkpoint, samples) -> save.
+
+Stage 1 of FluxFlow (the VAE: reconstruction + KL, optionally GAN and SPADE). One optimizer step is
+``--training_steps`` micro-batches (Accelerate's gradient accumulation); every schedule, log, checkpoint
+and sample counts optimizer steps (``global_step``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from tqdm.auto import tqdm
+
+from .checkpoint import resolve_resume, save_model_folder, save_state, save_weights
+from .components import build_components
+from .config import TrainConfig
+from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader
+from .errors import ConfigError
+from .metrics import MetricsLog
+from .optim import DEFAULT_LR, LR_FILE, build_optimizers_and_schedulers, load_lrs, load_optim_sched_config, save_lrs
+from .progress import TrainProgress
+from .samples import save_vae_samples
+from .test_images import pick_test_images
+from .tokenizer import load_tokenizer
+from .vae_step import VAEForward, VAEObjective
+
+logger = logging.getLogger("fluxflow.train")
+
+
+def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
+    """Run one training job as configured; returns the output folder."""
+    cfg.validate()
+    optim_config = _optim_config(cfg, optim_sections)
+    out = Path(cfg.output_path)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.training_steps, mixed_precision=cfg.precision,
+        log_with=None if cfg.report_to == "none" else cfg.report_to,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(dispatch_batches=False if cfg.streaming else None))
+    cfg.seed = _shared_seed(accelerator, cfg.seed)
+    set_seed(cfg.seed)
+
+    # data
+    tokenizer = load_tokenizer(cfg.tokenizer_name)
+    dataset = build_dataset(cfg, process_index=accelerator.process_index, num_processes=accelerator.num_processes)
+    loader = make_dataloader(dataset, cfg.batch_size, cfg.workers, CaptionCollator(tokenizer), seed=cfg.seed)
+    order = getattr(loader, "generator", None)  # reseeded every epoch: the data order is a function of the epoch
+    test_images = [] if cfg.no_samples else pick_test_images(cfg, dataset)
+
+    # models, optimizers, schedulers
+    components = build_components(cfg)
+    loader = accelerator.prepare(loader)
+    total_steps, steps_per_epoch = _run_length(cfg, loader)
+    initial_lrs = load_lrs(out / LR_FILE) if cfg.preserve_lr and (out / LR_FILE).exists() else None
+    optim = build_optimizers_and_schedulers(optim_config, components.trained(), total_steps,
+                                            lr=cfg.lr or DEFAULT_LR, initial_lrs=initial_lrs)
+    vae_module = accelerator.prepare(VAEForward(components.vae))
+    disc_module = accelerator.prepare(components.discriminator) if components.discriminator is not None else None
+    for part in optim.values():
+        part.optimizer = accelerator.prepare(part.optimizer)
+    progress = TrainProgress(cfg.seed + accelerator.process_index, accelerator.device)
+    accelerator.register_for_checkpointing(optim, progress)
+    resume = resolve_resume(out, cfg.resume_from_checkpoint)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        logger.info("resumed from %s at step %d", resume, progress.global_step)
+
+    # the loop
+    objective = VAEObjective(cfg)
+    metrics = MetricsLog(accelerator, out / "logs")
+    trained = [m for m in (vae_module, disc_module) if m is not None]
+    sample_every = cfg.checkpoint_save_interval * cfg.samples_per_checkpoint
+    if resume is None:
+        _samples(accelerator, cfg, components, test_images, out, 0)
+    bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process,
+               desc="training")
+    window, started = defaultdict(float), time.perf_counter()
+    while progress.global_step < total_steps:
+        if order is not None:
+            order.manual_seed(cfg.seed + progress.epoch)
+        epoch_batches = accelerator.skip_first_batches(loader, progress.batches_in_epoch) \
+            if progress.batches_in_epoch else loader
+        epoch_batches.set_epoch(progress.epoch)  # Accelerate passes it to the data set (crops, flips)
+        for batch in epoch_batches:
+            progress.batches_in_epoch += 1
+            with accelerator.accumulate(*trained):
+                logs = _micro_step(accelerator, cfg, objective, vae_module, disc_module, optim, batch, progress)
+            for key, value in logs.items():
+                window[key] += float(value)
+            window["micro_batches"] += 1
+            if not accelerator.sync_gradients:
+                continue
+            progress.global_step += 1
+            for name, part in optim.items():
+                part.step(logs.get("loss/discriminator" if name == "discriminator" else "loss/vae"))
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(logs['loss/vae']):.4f}", lr=f"{next(iter(optim.lrs().values())):.2e}")
+            step = progress.global_step
+            if step % cfg.log_interval == 0 or step == total_steps:
+                _log(metrics, accelerator, cfg, optim, step, progress.epoch, window, time.perf_counter() - started)
+                window, started = defaultdict(float), time.perf_counter()
+            if step % cfg.checkpoint_save_interval == 0 and step < total_steps:
+                _checkpoint(accelerator, cfg, components, optim, tokenizer, out, step)
+            if step % sample_every == 0 and step < total_steps:
+                _samples(accelerator, cfg, components, test_images, out, step)
+            if step >= total_steps:
+                break
+        else:
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+            if steps_per_epoch == 0:
+                raise ConfigError("the data set gave no batch: lower --batch_size or check the data")
+            continue
+        break
+    bar.close()
+
+    # the end: latent statistics, final checkpoint, the VAE as a diffusers folder, last samples
+    if cfg.train_vae or cfg.gan_training:
+        _store_latent_statistics(accelerator, components.vae, loader, progress)
+    _checkpoint(accelerator, cfg, components, optim, tokenizer, out, progress.global_step)
+    if accelerator.is_main_process:
+        save_model_folder(accelerator.unwrap_model(components.vae), out / "vae")
+    _samples(accelerator, cfg, components, test_images, out, progress.global_step)
+    accelerator.end_training()
+    logger.info("training done at step %d; outputs in %s", progress.global_step, out)
+    return out
+
+
+def _micro_step(accelerator, cfg, objective, vae_module, disc_module, optim, batch, progress) -> dict:
+    """Forward, losses and backward of one micro-batch; the optimizers step only on sync steps."""
+    x = batch["pixel_values"]
+    recon, mean, logvar = vae_module(x, use_context=cfg.train_spade, generator=progress.noise)
+    disc = accelerator.unwrap_model(disc_module) if disc_module is not None else None
+    g_loss, logs = objective.generator_loss(x, recon, mean, logvar, progress.global_step, disc)
+    accelerator.backward(g_loss)
+    if disc_module is not None:
+        d_loss, d_logs = objective.discriminator_loss(disc_module, x, recon, mean)
+        accelerator.backward(d_loss)
+        logs.update(d_logs)
+    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+        for module in (vae_module, disc_module):
+            if module is not None:
+                logs[f"grad_norm/{'vae' if module is vae_module else 'discriminator'}"] = accelerator.clip_grad_norm_(
+                    [p for p in module.parameters() if p.requires_grad], cfg.max_grad_norm)
+    for part in optim.values():
+        part.optimizer.step()
+        part.optimizer.zero_grad(set_to_none=True)
+    return logs
+
+
+def _optim_config(cfg: TrainConfig, sections: dict | None):
+    if cfg.optim_sched_config and sections:
+        raise ConfigError("give the optimizer/scheduler config either with --optim_sched_config or in the "
+                          "--config file, not both")
+    return load_optim_sched_config(cfg.optim_sched_config or sections or None)
+
+
+def _shared_seed(accelerator, seed: int | None) -> int:
+    """``--seed``, or one drawn on the main process and shared, so every process agrees."""
+    if seed is not None:
+        return seed
+    drawn = [int(torch.randint(0, 2**31 - 1, ()).item())]
+    broadcast_object_list(drawn)
+    logger.info("--seed not given; using %d", drawn[0])
+    return drawn[0]
+
+
+def _run_length(cfg: TrainConfig, loader) -> tuple[int, int]:
+    """``(total optimizer steps, optimizer steps per epoch)``; a streamed set is sized by ``--max_train_steps``."""
+    if is_streaming(loader.dataset):
+        return cfg.max_train_steps, 0
+    steps_per_epoch = math.ceil(len(loader) / cfg.training_steps)
+    total = cfg.max_train_steps or cfg.n_epochs * steps_per_epoch
+    return total, steps_per_epoch
+
+
+def _log(metrics, accelerator, cfg, optim, step, epoch, window, seconds) -> None:
+    n = max(window.pop("micro_batches"), 1)
+    values = {k: v / n for k, v in window.items()}
+    values.update({f"lr/{name}": lr for name, lr in optim.lrs().items()})
+    images = n * cfg.batch_size * accelerator.num_processes
+    values.update({"epoch": epoch, "step_time": seconds * cfg.training_steps / n,
+                   "samples_per_s": images / max(seconds, 1e-9),
+                   "samples_per_s_per_process": images / accelerator.num_processes / max(seconds, 1e-9)})
+    metrics.log(step, values)
+    if accelerator.is_main_process:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith(("loss/", "lr/")))
+        logger.info("step %d: %s, %.1f samples/s", step, shown, values["samples_per_s"])
+
+
+def _checkpoint(accelerator, cfg, components, optim, tokenizer, out, step) -> None:
+    save_weights(accelerator, out, components.trained(), tokenizer=tokenizer, extra={"global_step": step})
+    save_state(accelerator, out, step, cfg.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        save_lrs(out / LR_FILE, optim)
+
+
+def _samples(accelerator, cfg, components, test_images, out, step) -> None:
+    if cfg.no_samples or not test_images or not accelerator.is_main_process:
+        return
+    save_vae_samples(accelerator.unwrap_model(components.vae), test_images, out / "samples", step, seed=cfg.seed)
+
+
+@torch.no_grad()
+def _store_latent_statistics(accelerator, vae, loader, progress, batches: int = 8) -> None:
+    """Measure the latents' mean and standard deviation on training batches and store them as the VAE's
+    ``shift_factor`` and ``scaling_factor`` (``(z - shift) * scale`` then has zero mean, unit variance)."""
+    model = accelerator.unwrap_model(vae)
+    was_training = model.training
+    model.eval()
+    latents = []
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        z = model.encode(batch["pixel_values"]).latent_dist.sample(generator=progress.noise)
+        latents.append(accelerator.gather(z.float().contiguous()))
+    model.train(was_training)
+    if not latents:
+        return
+    z = torch.cat(latents)
+    shift, std = z.mean().item(), z.std().item()
+    model.register_to_config(shift_factor=shift, scaling_factor=1.0 / max(std, 1e-6))
+    logger.info("latent statistics: shift_factor %.4f, scaling_factor %.4f", shift, 1.0 / max(std, 1e-6))

@@ -1,0 +1,86 @@
+"""One VAE/GAN micro-batch: the forward that DDP synchronises and the generator and discriminator losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+from .config import TrainConfig
+from .losses import hinge_d_loss, hinge_g_loss, kl_loss, kl_per_channel, kl_weight, reconstruction_loss
+
+
+class VAEForward(nn.Module):
+    """Wraps the VAE so that one ``forward`` (the call DDP synchronises) returns the reconstruction and the
+    posterior's mean and log-variance. Calling ``vae.encode`` on an unwrapped model would skip DDP's sync."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, use_context: bool, generator: torch.Generator | None = None):
+        moments = self.vae.compressor(x)
+        posterior = DiagonalGaussianDistribution(moments)
+        recon = self.vae.decode(posterior.sample(generator=generator), use_context=use_context).sample
+        return recon, posterior.mean, posterior.logvar
+
+
+class VAEObjective:
+    """The reference's VAE modes as losses.
+
+    ``--train_vae``: ``l1 * L1 + mse * MSE + kl_weight(step) * KL`` (+ ``lambda_adv * hinge_G`` with GAN);
+    ``--gan_training`` alone: ``lambda_adv * hinge_G`` only; ``--train_spade`` alone: reconstruction only (the
+    encoder is frozen, so KL cannot change). The discriminator sees detached reconstructions.
+    """
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.reconstruct = cfg.train_vae or (cfg.train_spade and not cfg.gan_training)
+
+    def generator_loss(self, x, recon, mean, logvar, step: int, discriminator=None) -> tuple[torch.Tensor, dict]:
+        cfg, logs = self.cfg, {}
+        loss = recon.new_zeros(())
+        if self.reconstruct:
+            rec = reconstruction_loss(recon, x, cfg.l1_weight, cfg.mse_weight)
+            loss = loss + rec
+            logs["loss/reconstruction"] = rec.detach()
+        if cfg.train_vae:
+            weight = kl_weight(step, cfg.kl_beta, cfg.kl_warmup_steps)
+            kl = kl_loss(mean, logvar, cfg.kl_free_bits)
+            loss = loss + weight * kl
+            logs.update({"loss/kl": kl.detach(), "kl_weight": torch.tensor(weight),
+                         "kl/raw_nats": kl_per_channel(mean, logvar).mean().detach()})
+        if discriminator is not None:
+            adv = hinge_g_loss(frozen_call(discriminator, recon, context_of(mean)))
+            loss = loss + cfg.lambda_adv * adv
+            logs["loss/generator_adv"] = adv.detach()
+        logs["loss/vae"] = loss.detach()
+        return loss, logs
+
+    @staticmethod
+    def discriminator_loss(discriminator, x, recon, mean) -> tuple[torch.Tensor, dict]:
+        """Hinge loss on real images and detached reconstructions, in one forward (one DDP sync)."""
+        context = context_of(mean)
+        logits = discriminator(torch.cat([x, recon.detach()]), context=torch.cat([context, context])).logits
+        real, fake = logits.chunk(2)
+        loss = hinge_d_loss(real, fake)
+        return loss, {"loss/discriminator": loss.detach(), "d/real_logit": real.mean().detach(),
+                      "d/fake_logit": fake.mean().detach()}
+
+
+def context_of(mean: torch.Tensor) -> torch.Tensor:
+    """The discriminator's conditioning vector: the image's latent mean, pooled over space, detached."""
+    return mean.detach().mean(dim=(2, 3))
+
+
+def frozen_call(discriminator, image: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """Discriminator logits with its parameters detached: gradients reach ``image`` (the generator) but
+    never the discriminator, whose own step comes separately. No power iteration runs (eval mode)."""
+    params = {name: p.detach() for name, p in discriminator.named_parameters()}
+    was_training = discriminator.training
+    discriminator.eval()
+    try:
+        out = torch.func.functional_call(discriminator, params, (image,), {"context": context})
+    finally:
+        discriminator.train(was_training)
+    return out.logits

@@ -1,0 +1,144 @@
+"""Bad data: every kind is skipped and counted by default (also across workers) and is an error with --strict_data."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+import torch
+from data_helpers import bad_files, encoded, noise_image, write_folder, write_parquet_repo
+
+from fluxflow.training.data import (
+    BAD_KINDS,
+    DataConfig,
+    DataError,
+    SkipLog,
+    build_dataset,
+    make_dataloader,
+)
+from fluxflow.training.data.images import BadSample
+
+GOOD = 6
+
+
+def folder_with_every_bad_kind(root):
+    """6 good images, then one line per bad kind: 4 bad files, a missing file, an empty caption."""
+    extra = []
+    for kind, data in bad_files().items():
+        (root / f"{kind}.png").write_bytes(data)
+        extra.append(f"{kind}.png\ta {kind} file")
+    extra += ["missing.png\tnot on disk", "img0.png\t   "]
+    return write_folder(root, n=GOOD, size=24, extra_lines=tuple(extra))
+
+
+def drain(ds):
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_every_kind_is_skipped_and_counted(tmp_path, caplog):
+    captions = folder_with_every_bad_kind(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="fluxflow.data"):
+        ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16))
+        # missing, zero-byte and empty caption are found up front, without decoding
+        assert ds.skips.counts() == {"missing": 1, "empty_caption": 1, "zero_byte": 1}
+        assert len(ds) == GOOD + 4
+        samples = drain(ds)
+    assert all(x.shape == (3, 16, 16) for x, _ in samples)  # bad records answered by a good neighbour
+    assert not any(c.startswith("a ") and "file" in c for _, c in samples)
+    assert ds.skips.counts() == {k: 1 for k in BAD_KINDS}
+    drain(ds)  # a second epoch does not count the same files again
+    assert ds.skips.total() == len(BAD_KINDS)
+    summary = ds.skips.summary(13)
+    assert summary.startswith("skipped 7 of 13 samples: 1 missing, 1 empty_caption, 1 zero_byte, 1 bomb")
+    assert "first: zero_byte.png (line 7), missing.png (line 12), img0.png (line 13)" in summary
+    warned = [r.getMessage() for r in caplog.records if "skipping bad sample" in r.getMessage()]
+    assert len(warned) == 5 and "counted quietly" in warned[-1]  # the first few, then quiet
+
+
+def test_strict_mode_fails_up_front_listing_the_problems(tmp_path):
+    captions = folder_with_every_bad_kind(tmp_path)
+    with pytest.raises(DataError) as err:
+        build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
+                                 strict_data=True))
+    text = str(err.value)
+    assert text.startswith("--strict_data: 3 of 13 samples are bad")  # cheap checks fail before decoding
+    assert "missing.png (line 12): missing" in text and "zero_byte.png (line 7): zero_byte" in text
+
+
+@pytest.mark.parametrize("kind", ["not_image", "truncated", "unreadable", "bomb"])
+def test_strict_mode_decodes_every_image_up_front(tmp_path, kind):
+    captions = write_folder(tmp_path, n=3, size=24, extra_lines=("bad.png\tbad",))
+    (tmp_path / "bad.png").write_bytes(bad_files()[kind])
+    cfg = {"data_path": str(tmp_path), "captions_file": str(captions), "img_size": 16}
+    assert len(build_dataset(DataConfig(**cfg))) == 4  # lenient: found only when read
+    with pytest.raises(DataError, match=rf"1 of 4 samples are bad:\n  - bad.png \(line 4\): {kind}"):
+        build_dataset(DataConfig(**cfg, strict_data=True))
+
+
+def test_strict_mode_passes_clean_data(tmp_path):
+    captions = write_folder(tmp_path, n=3, size=24)
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
+                                  strict_data=True))
+    assert len(drain(ds)) == 3 and ds.skips.total() == 0
+
+
+def test_all_images_unreadable_is_an_error_not_a_hang(tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(b"junk")
+    (tmp_path / "c.txt").write_text("".join(f"{i}.png\tx\n" for i in range(3)))
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(tmp_path / "c.txt"), img_size=16))
+    with pytest.raises(DataError, match="no readable sample.*skipped 3 of 3 samples: 3 not_image"):
+        ds[0]
+
+
+def test_counts_are_shared_across_dataloader_workers(tmp_path):
+    captions = folder_with_every_bad_kind(tmp_path)
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16))
+    loader = make_dataloader(ds, batch_size=5, workers=2, shuffle=False,
+                             collate_fn=lambda s: torch.stack([x for x, _ in s]))
+    batches = list(loader)
+    assert [b.shape[0] for b in batches] == [5, 5]  # substitution keeps batches full
+    assert ds.skips.counts() == {k: 1 for k in BAD_KINDS}  # skips seen in the workers, read in the parent
+
+
+def test_parquet_source_bad_bytes_and_empty_captions(tmp_path):
+    images = [encoded(noise_image(24, 24, seed=i)) for i in range(4)] + [bad_files()["truncated"], b""]
+    repo = write_parquet_repo(tmp_path / "repo", n_train=6, n_test=1, images=images,
+                              captions=["a", "b", "", "d", "e", "f"])
+    ds = build_dataset(DataConfig(dataset_name=str(repo), img_size=16))
+    assert len(ds) == 5 and ds.skips.counts() == {"empty_caption": 1}
+    assert sorted({c for _, c in drain(ds)}) == ["a", "b", "d"]
+    assert ds.skips.counts() == {"empty_caption": 1, "zero_byte": 1, "truncated": 1}
+    with pytest.raises(DataError, match="--strict_data: 1 of 6 samples are bad:\n  - row 2: empty_caption"):
+        build_dataset(DataConfig(dataset_name=str(repo), img_size=16, strict_data=True))
+
+
+def test_streaming_skips_and_counts_or_raises_in_strict_mode(tmp_path):
+    images = [encoded(noise_image(24, 24, seed=i)) for i in range(3)] + [bad_files()["not_image"]]
+    repo = write_parquet_repo(tmp_path / "repo", n_train=4, n_test=1, images=images, captions=["a", "b", "c", "d"])
+    cfg = {"dataset_name": str(repo), "img_size": 16, "streaming": True, "shuffle_buffer_size": 0}
+    ds = build_dataset(DataConfig(**cfg))
+    assert [c for _, c in ds] == ["a", "b", "c"] and ds.skips.counts() == {"not_image": 1}
+    in_workers = build_dataset(DataConfig(**cfg))
+    loader = make_dataloader(in_workers, batch_size=2, workers=2, collate_fn=lambda s: [c for _, c in s])
+    assert sorted(c for batch in loader for c in batch) == ["a", "b", "c"]
+    assert in_workers.skips.counts() == {"not_image": 1}  # counted in a worker's own row
+    with pytest.raises(DataError, match="--strict_data: train3.png: not_image"):
+        list(build_dataset(DataConfig(**cfg, strict_data=True)))
+
+
+def test_bomb_limit_flag(tmp_path):
+    captions = write_folder(tmp_path, n=3, size=24)  # 24x24, 32x24, 40x24 pixels
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
+                                  max_image_pixels=800))
+    drain(ds)
+    assert ds.skips.counts() == {"bomb": 1}
+
+
+def test_skiplog_survives_pickling_outside_a_worker_start():
+    log = SkipLog(n_items=4)
+    log.record(BadSample("truncated", "a.png"), index=2)
+    copy = pickle.loads(pickle.dumps(log))  # e.g. deepcopy or datasets fingerprinting: a detached copy
+    assert copy.counts() == {"truncated": 1} and copy.is_marked(2) and copy.first_names() == ["a.png"]
+    assert not copy.record(BadSample("truncated", "a.png"), index=2)  # still counted once per index
