@@ -164,3 +164,15 @@ def test_a_file_that_is_not_a_fluxflow_checkpoint_is_named(tmp_path):
 def test_default_size_comes_from_the_transformer(pipe):
     assert pipe.default_sample_size == pipe.transformer.config.sample_size * 8
     assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
+
+
+def test_dynamic_shifting_uses_diffusers_resolution_shift():
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    pipe = tiny_pipeline()
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4,
+                                                     max_image_seq_len=64)
+    run(pipe, height=64, width=64)  # 8x8 latent, patch 2: 16 tokens
+    expected = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64)
+    expected.set_timesteps(3, mu=calculate_shift(16, 4, 64, 0.5, 1.15))
+    torch.testing.assert_close(pipe.scheduler.sigmas, expected.sigmas)

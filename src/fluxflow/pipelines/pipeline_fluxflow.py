@@ -16,7 +16,6 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -263,17 +262,22 @@ class FluxFlowPipeline(DiffusionPipeline):
                                 mask.to(device)).repeat(num_images_per_prompt)
 
     def _timesteps(self, num_inference_steps, sigmas, latents, device):
+        """``scheduler.set_timesteps`` as diffusers' SD3/Flux pipelines call it (their ``retrieve_timesteps``
+        and ``calculate_shift`` live in modules that import every image processor, hence these few lines)."""
         kwargs = {}
-        if self.scheduler.config.get("use_dynamic_shifting", False):
+        config = self.scheduler.config
+        if config.get("use_dynamic_shifting", False):
             seq_len = latents.shape[-2] * latents.shape[-1] // self.transformer.config.patch_size**2
-            config = self.scheduler.config
-            kwargs["mu"] = calculate_shift(seq_len, config.get("base_image_seq_len", 256),
-                                           config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                                           config.get("max_shift", 1.15))
+            base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+            base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+            kwargs["mu"] = base_shift + (max_shift - base_shift) * (seq_len - base_len) / (max_len - base_len)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
-        return retrieve_timesteps(self.scheduler, None if sigmas is not None else num_inference_steps, device,
-                                  sigmas=sigmas, **kwargs)
+        if sigmas is not None:
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
+        return self.scheduler.timesteps, len(self.scheduler.timesteps)
 
     def _decode(self, latents: torch.Tensor, output_type: str):
         config = self.vae.config
