@@ -1,5 +1,5 @@
 # fluxflow: set up a virtual environment, run the main job, run the tests.
-#   make demo   set up, then build the models and run them on the embedded default (no downloads)
+#   make demo   set up, then train the VAE on the embedded shapes data set (offline, CPU, a few minutes)
 #   make test   set up, then run the test suite (offline, CPU, a few minutes)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +11,10 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-all clean
+DEMO   ?= outputs/demo
+DEMO_STEPS ?= 150
+
+.PHONY: setup demo models test test-all clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -28,6 +31,14 @@ endif
 	touch $@
 
 demo: setup
+	$(BIN)/fluxflow-make-dataset shapes --n 512 --size 64 --n_test 64 --out $(DEMO)/data
+	$(BIN)/fluxflow-train --train_vae --gan_training --train_spade --data_path $(DEMO)/data/train \
+		--img_size 64 --model_preset small --batch_size 8 --lr 2e-4 --max_train_steps $(DEMO_STEPS) \
+		--kl_warmup_steps 100 --checkpoint_save_interval 50 --log_interval 10 --seed 0 \
+		--output_path $(DEMO)/vae --resume_from_checkpoint latest
+	@echo "samples: $(DEMO)/vae/samples  metrics: $(DEMO)/vae/logs/metrics.jsonl  VAE: $(DEMO)/vae/vae"
+
+models: setup
 	$(BIN)/python examples/models_demo.py
 
 test: setup

@@ -49,9 +49,12 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
 
     # data
     tokenizer = load_tokenizer(cfg.tokenizer_name)
-    dataset = build_dataset(cfg, process_index=accelerator.process_index, num_processes=accelerator.num_processes)
+    with accelerator.main_process_first():  # a `datasets` cache is written once, then read by the others
+        dataset = build_dataset(cfg, process_index=accelerator.process_index,
+                                num_processes=accelerator.num_processes)
     loader = make_dataloader(dataset, cfg.batch_size, cfg.workers, CaptionCollator(tokenizer), seed=cfg.seed)
     order = getattr(loader, "generator", None)  # reseeded every epoch: the data order is a function of the epoch
+    buckets = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else None
     test_images = [] if cfg.no_samples else pick_test_images(cfg, dataset)
 
     # models, optimizers, schedulers
@@ -85,6 +88,8 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     while progress.global_step < total_steps:
         if order is not None:
             order.manual_seed(cfg.seed + progress.epoch)
+        if buckets is not None:
+            buckets.set_epoch(progress.epoch)
         epoch_batches = accelerator.skip_first_batches(loader, progress.batches_in_epoch) \
             if progress.batches_in_epoch else loader
         epoch_batches.set_epoch(progress.epoch)  # Accelerate passes it to the data set (crops, flips)
@@ -129,6 +134,8 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         save_model_folder(accelerator.unwrap_model(components.vae), out / "vae")
     _samples(accelerator, cfg, components, test_images, out, progress.global_step)
     accelerator.end_training()
+    if getattr(dataset, "skips", None) is not None and dataset.skips.total():
+        logger.warning("data: %s", dataset.skips.summary(len(dataset) if hasattr(dataset, "__len__") else None))
     logger.info("training done at step %d; outputs in %s", progress.global_step, out)
     return out
 

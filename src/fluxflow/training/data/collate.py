@@ -35,6 +35,11 @@ class CaptionCollator:
     tokenizer: object
     max_length: int = 77
 
+    def __post_init__(self) -> None:
+        # Import the pipeline's tokenization here, in the main process, so that forked DataLoader workers
+        # inherit it instead of each importing diffusers on its first batch of every epoch.
+        import fluxflow.pipelines.prompts  # noqa: F401
+
     def __call__(self, samples: list[tuple[torch.Tensor, str]]) -> dict:
         images, captions = zip(*samples)
         shapes = {tuple(im.shape) for im in images}
