@@ -41,6 +41,15 @@ def test_dtype_loading(pipe, tmp_path):
     assert legacy.transformer.dtype == torch.float16
 
 
+def test_fp16_variant_of_a_pipeline(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path, variant="fp16")
+    assert (tmp_path / "transformer" / "diffusion_pytorch_model.fp16.safetensors").exists()
+    half = FluxFlowPipeline.from_pretrained(tmp_path, variant="fp16", dtype=torch.float16)
+    assert half.transformer.dtype == torch.float16
+    torch.testing.assert_close(half.vae.state_dict()["compressor.conv_in.weight"],
+                               pipe.vae.state_dict()["compressor.conv_in.weight"].half())
+
+
 def test_batch_of_prompts_equals_prompts_one_by_one(pipe):
     prompts = ["a red circle", "a blue square in the top left"]
     gens = [torch.Generator().manual_seed(s) for s in (1, 2)]

@@ -93,6 +93,7 @@ def _problems(tmp_path, *flags):
     (["--train_vae", "--resume_from_checkpoint", "nowhere"], "must be 'latest' or a state/checkpoint-* folder"),
     (["--train_vae", "--model_checkpoint", "nope.safetensors"], "--model_checkpoint 'nope.safetensors' does not"),
     (["--train_vae", "--l1_weight", "0", "--mse_weight", "0"], "has no reconstruction loss"),
+    (["--train_vae", "--report_to", "wandb"], "--report_to wandb needs the 'wandb' package"),
 ])
 def test_invalid_flags_fail_before_anything_is_built(tmp_path, flags, message):
     assert message in _problems(tmp_path, *flags)

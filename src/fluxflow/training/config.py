@@ -9,6 +9,7 @@ errors with the closest name. :meth:`TrainConfig.validate` names every bad flag 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -155,6 +156,8 @@ class TrainConfig(DataConfig):
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
             p.append(f"--resume_from_checkpoint must be 'latest' or a state/checkpoint-* folder, got {resume!r}")
+        if self.report_to != "none" and importlib.util.find_spec(self.report_to) is None:
+            p.append(f"--report_to {self.report_to} needs the {self.report_to!r} package: pip install {self.report_to}")
         out = Path(self.output_path)
         existing = next((d for d in (out, *out.parents) if d.exists()), None)
         if existing is not None and not os.access(existing, os.W_OK):
