@@ -79,7 +79,11 @@ class FluxFlowPipeline(DiffusionPipeline):
         if unused:
             raise TypeError(f"from_single_file got unsupported arguments: {', '.join(unused)}")
         metadata = read_metadata(path)
-        models = load_single_file(path, ["vae", "transformer", "text_encoder"], dtype=dtype or torch_dtype)
+        # a training checkpoint with EMA holds both transformers: sample with the EMA weights
+        transformer = "transformer_ema" if "transformer_ema" in json.loads(metadata["fluxflow_components"]) \
+            else "transformer"
+        models = load_single_file(path, ["vae", transformer, "text_encoder"], dtype=dtype or torch_dtype)
+        models["transformer"] = models.pop(transformer)
         if scheduler is None:
             config = json.loads(metadata.get("fluxflow_scheduler", "{}"))
             scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)

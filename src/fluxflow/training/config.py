@@ -63,6 +63,25 @@ class TrainConfig(DataConfig):
     lambda_adv: float = _f(0.5, "Adversarial (GAN) loss weight of the generator")
     l1_weight: float = _f(1.0, "Weight of the L1 reconstruction term")
     mse_weight: float = _f(1.0, "Weight of the MSE reconstruction term")
+    # --- flow training (stage 2)
+    diff_max_sigma: float = _f(0.3, "--train_diff trains only noise levels s <= this (the low-noise, detail end)")
+    logit_mean: float = _f(0.0, "Mean of the logit-normal noise-level sampling")
+    logit_std: float = _f(1.0, "Standard deviation of the logit-normal noise-level sampling")
+    timestep_shift: float = _f(1.0, "Shift s' = shift*s/(1+(shift-1)*s) of training noise levels; saved as the "
+                                    "sampling scheduler's shift")
+    cfg_dropout_prob: float = _f(0.1, "Probability of training a sample on the empty prompt (for "
+                                      "classifier-free guidance)")
+    train_text_encoder: bool = _f(False, "Train the text encoder's projection heads with the flow processor "
+                                         "(its own optimizer/scheduler: component 'text_encoder')")
+    text_encoder_name: str | None = _f(None, "Pretrained text backbone (Hub id or folder); default: the bundled "
+                                             "all-MiniLM-L6-v2 (the 'tiny' preset uses a small random one)")
+    use_ema: bool = _f(False, "Keep an exponential moving average of the flow processor (used for samples and "
+                              "the exported pipeline)")
+    ema_decay: float = _f(0.9999, "EMA decay per optimizer step")
+    sample_sizes: list[int] = field(default_factory=list, metadata={
+        "help": "Square sizes of flow samples (default: --img_size)"})
+    sample_steps: int = _f(28, "Sampling steps of flow samples")
+    sample_guidance_scale: float = _f(5.0, "Classifier-free guidance of flow samples")
     # --- models
     model_preset: str = _f("base", "Model sizes (docs/ARCHITECTURE.md)", PRESETS)
     activation: str | None = _f(None, "Activation of the VAE and flow processor (default: the preset's, bezier)",
@@ -118,9 +137,11 @@ class TrainConfig(DataConfig):
                      "--train_diff, --train_diff_full")
         if self.train_diff and self.train_diff_full:
             p.append("--train_diff and --train_diff_full exclude each other: choose the partial or the full schedule")
-        if self.trains_flow:
-            p.append("--train_diff / --train_diff_full: flow training is not available in this version yet "
-                     "(train the VAE first with --train_vae)")
+        if self.trains_flow and not self.train_vae and not self.model_checkpoint:
+            p.append("flow training without --train_vae needs a trained VAE: give --model_checkpoint (the "
+                     "checkpoint.safetensors or vae/ folder of a VAE run)")
+        if self.train_text_encoder and not self.trains_flow:
+            p.append("--train_text_encoder needs --train_diff or --train_diff_full")
         if self.use_fp16 and self.mixed_precision not in ("no", "fp16"):
             p.append(f"--use_fp16 conflicts with --mixed_precision {self.mixed_precision}")
         if self.streaming and self.max_train_steps is None:
@@ -133,9 +154,18 @@ class TrainConfig(DataConfig):
                     "kl_warmup_steps": 0, "max_train_steps": 1, "checkpoints_total_limit": 1}
         p = [f"--{k} must be >= {low}, got {getattr(self, k)}" for k, low in at_least.items()
              if getattr(self, k) is not None and getattr(self, k) < low]
-        for k in ("kl_beta", "kl_free_bits", "lambda_adv", "l1_weight", "mse_weight", "max_grad_norm"):
+        for k in ("kl_beta", "kl_free_bits", "lambda_adv", "l1_weight", "mse_weight", "max_grad_norm", "logit_std"):
             if getattr(self, k) < 0:
                 p.append(f"--{k} must be >= 0, got {getattr(self, k)}")
+        for k, low, high in (("diff_max_sigma", 0.0, 1.0), ("cfg_dropout_prob", 0.0, 1.0), ("ema_decay", 0.0, 1.0)):
+            if not low <= getattr(self, k) <= high:
+                p.append(f"--{k} must be in [{low}, {high}], got {getattr(self, k)}")
+        if self.timestep_shift <= 0:
+            p.append(f"--timestep_shift must be > 0, got {self.timestep_shift}")
+        if self.sample_steps < 1:
+            p.append(f"--sample_steps must be >= 1, got {self.sample_steps}")
+        p += [f"--sample_sizes entries must be positive multiples of 16, got {size}" for size in self.sample_sizes
+              if size < 16 or size % 16]
         if self.lr is not None and self.lr <= 0:
             p.append(f"--lr must be > 0, got {self.lr}")
         for k, allowed in (("mixed_precision", MIXED_PRECISION), ("report_to", REPORT_TO),
@@ -189,7 +219,7 @@ def build_parser(show_defaults: bool = True) -> argparse.ArgumentParser:
         base = _base_type(kind)
         if typing.get_origin(kind) is list or base is list:
             kwargs["nargs"] = "*"
-            base = str
+            base = typing.get_args(kind)[0] if typing.get_args(kind) else str
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(f"--{f.name}", type=base, **kwargs)
@@ -255,7 +285,8 @@ def _matches(kind, value) -> bool:
         return isinstance(value, bool)
     base = _base_type(kind)
     if base is list:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+        item = (typing.get_args(kind) or (str,))[0]
+        return isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
     if base is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, base) and not (base is int and isinstance(value, bool))
@@ -263,8 +294,10 @@ def _matches(kind, value) -> bool:
 
 def _describe(kind) -> str:
     base = _base_type(kind)
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            list: "a list of strings"}.get(base, str(base))
+    if base is list:
+        item = (typing.get_args(kind) or (str,))[0]
+        return {int: "a list of integers"}.get(item, "a list of strings")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
 
 
 def flags_markdown() -> str:
@@ -279,3 +312,7 @@ def flags_markdown() -> str:
         meaning = f.metadata.get("help", "") + (f" ({', '.join(map(str, choices))})" if choices else "")
         rows.append(f"| `--{f.name}` | {type_name} | `{default!r}` | {meaning.replace('|', '/')} |")
     return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m fluxflow.training.config: print the flag table for docs/TRAINING.md
+    print(flags_markdown(), end="")

@@ -1,8 +1,9 @@
 """The training loop: data -> models -> optimizers -> prepare -> loop (step, log, checkpoint, samples) -> save.
 
-Stage 1 of FluxFlow (the VAE: reconstruction + KL, optionally GAN and SPADE). One optimizer step is
-``--training_steps`` micro-batches (Accelerate's gradient accumulation); every schedule, log, checkpoint
-and sample counts optimizer steps (``global_step``).
+Stage 1 trains the VAE (reconstruction + KL, optionally GAN and SPADE), stage 2 the flow processor on the
+VAE's latents; joint training does both in one step. One optimizer step is ``--training_steps``
+micro-batches (Accelerate's gradient accumulation); every schedule, log, checkpoint and sample counts
+optimizer steps (``global_step``).
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ import logging
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..models import FluxFlowTransformer
+from ..pipelines import tokenize_prompts
 from .checkpoint import resolve_resume, save_model_folder, save_state, save_weights
-from .components import build_components
+from .components import Components, build_components
 from .config import TrainConfig
 from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader
 from .errors import ConfigError
+from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
+from .flow_step import FlowObjective, drop_captions
 from .metrics import MetricsLog
 from .optim import DEFAULT_LR, LR_FILE, build_optimizers_and_schedulers, load_lrs, load_optim_sched_config, save_lrs
 from .progress import TrainProgress
@@ -32,6 +39,20 @@ from .tokenizer import load_tokenizer
 from .vae_step import VAEForward, VAEObjective
 
 logger = logging.getLogger("fluxflow.train")
+
+
+@dataclass
+class Prepared:
+    """The modules as the loop calls them (wrapped by ``accelerator.prepare`` when they train)."""
+
+    vae: torch.nn.Module | None = None            # VAEForward, when the VAE trains
+    discriminator: torch.nn.Module | None = None
+    transformer: torch.nn.Module | None = None
+    text_encoder: torch.nn.Module | None = None
+    ema: EMAModel | None = None
+
+    def trained(self) -> list:
+        return [m for m in (self.vae, self.discriminator, self.transformer) if m is not None]
 
 
 def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
@@ -47,41 +68,44 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     cfg.seed = _shared_seed(accelerator, cfg.seed)
     set_seed(cfg.seed)
 
-    # data
+    # models and data
+    components = build_components(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
+    max_length = components.text_encoder.config.max_length if components.text_encoder is not None else 77
     with accelerator.main_process_first():  # a `datasets` cache is written once, then read by the others
         dataset = build_dataset(cfg, process_index=accelerator.process_index,
                                 num_processes=accelerator.num_processes)
-    loader = make_dataloader(dataset, cfg.batch_size, cfg.workers, CaptionCollator(tokenizer), seed=cfg.seed)
+    loader = make_dataloader(dataset, cfg.batch_size, cfg.workers, CaptionCollator(tokenizer, max_length),
+                             seed=cfg.seed)
     order = getattr(loader, "generator", None)  # reseeded every epoch: the data order is a function of the epoch
     buckets = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else None
-    test_images = [] if cfg.no_samples else pick_test_images(cfg, dataset)
+    test_images = [] if cfg.no_samples or not cfg.trains_vae else pick_test_images(cfg, dataset)
+    null_tokens = tokenize_prompts(tokenizer, [""], max_length)  # the pipeline's null condition
 
-    # models, optimizers, schedulers
-    components = build_components(cfg)
+    # optimizers, schedulers, prepare, resume
     loader = accelerator.prepare(loader)
     total_steps, steps_per_epoch = _run_length(cfg, loader)
     initial_lrs = load_lrs(out / LR_FILE) if cfg.preserve_lr and (out / LR_FILE).exists() else None
     optim = build_optimizers_and_schedulers(optim_config, components.trained(), total_steps,
                                             lr=cfg.lr or DEFAULT_LR, initial_lrs=initial_lrs)
-    vae_module = accelerator.prepare(VAEForward(components.vae))
-    disc_module = accelerator.prepare(components.discriminator) if components.discriminator is not None else None
+    run = _prepare(accelerator, cfg, components)
     for part in optim.values():
         part.optimizer = accelerator.prepare(part.optimizer)
     progress = TrainProgress(cfg.seed + accelerator.process_index, accelerator.device)
     accelerator.register_for_checkpointing(optim, progress)
+    if run.ema is not None:
+        accelerator.register_for_checkpointing(run.ema)
     resume = resolve_resume(out, cfg.resume_from_checkpoint)
     if resume is not None:
         accelerator.load_state(str(resume))
         logger.info("resumed from %s at step %d", resume, progress.global_step)
 
     # the loop
-    objective = VAEObjective(cfg)
+    objectives = (VAEObjective(cfg), FlowObjective(cfg))
     metrics = MetricsLog(accelerator, out / "logs")
-    trained = [m for m in (vae_module, disc_module) if m is not None]
     sample_every = cfg.checkpoint_save_interval * cfg.samples_per_checkpoint
     if resume is None:
-        _samples(accelerator, cfg, components, test_images, out, 0)
+        _samples(accelerator, cfg, components, run, tokenizer, test_images, out, 0)
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process,
                desc="training")
     window, started = defaultdict(float), time.perf_counter()
@@ -95,26 +119,30 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         epoch_batches.set_epoch(progress.epoch)  # Accelerate passes it to the data set (crops, flips)
         for batch in epoch_batches:
             progress.batches_in_epoch += 1
-            with accelerator.accumulate(*trained):
-                logs = _micro_step(accelerator, cfg, objective, vae_module, disc_module, optim, batch, progress)
+            with accelerator.accumulate(*run.trained()):
+                logs = _micro_step(accelerator, cfg, objectives, components, run, optim, batch, null_tokens,
+                                   progress)
             for key, value in logs.items():
                 window[key] += float(value)
             window["micro_batches"] += 1
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
+            if run.ema is not None:
+                run.ema.step(accelerator.unwrap_model(run.transformer).parameters())
             for name, part in optim.items():
-                part.step(logs.get("loss/discriminator" if name == "discriminator" else "loss/vae"))
+                part.step(logs.get(_MONITORED[name]))
             bar.update(1)
-            bar.set_postfix(loss=f"{float(logs['loss/vae']):.4f}", lr=f"{next(iter(optim.lrs().values())):.2e}")
+            bar.set_postfix(loss=f"{float(logs.get('loss/vae', logs.get('loss/flow', 0.0))):.4f}",
+                            lr=f"{next(iter(optim.lrs().values())):.2e}")
             step = progress.global_step
             if step % cfg.log_interval == 0 or step == total_steps:
                 _log(metrics, accelerator, cfg, optim, step, progress.epoch, window, time.perf_counter() - started)
                 window, started = defaultdict(float), time.perf_counter()
             if step % cfg.checkpoint_save_interval == 0 and step < total_steps:
-                _checkpoint(accelerator, cfg, components, optim, tokenizer, out, step)
+                _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step)
             if step % sample_every == 0 and step < total_steps:
-                _samples(accelerator, cfg, components, test_images, out, step)
+                _samples(accelerator, cfg, components, run, tokenizer, test_images, out, step)
             if step >= total_steps:
                 break
         else:
@@ -126,13 +154,15 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         break
     bar.close()
 
-    # the end: latent statistics, final checkpoint, the VAE as a diffusers folder, last samples
+    # the end: latent statistics, final checkpoint, exported models, last samples
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(accelerator, components.vae, loader, progress)
-    _checkpoint(accelerator, cfg, components, optim, tokenizer, out, progress.global_step)
+    _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, progress.global_step)
     if accelerator.is_main_process:
         save_model_folder(accelerator.unwrap_model(components.vae), out / "vae")
-    _samples(accelerator, cfg, components, test_images, out, progress.global_step)
+        if components.transformer is not None:
+            _export(accelerator, cfg, components, run, tokenizer, out, progress.global_step)
+    _samples(accelerator, cfg, components, run, tokenizer, test_images, out, progress.global_step)
     accelerator.end_training()
     if getattr(dataset, "skips", None) is not None and dataset.skips.total():
         logger.warning("data: %s", dataset.skips.summary(len(dataset) if hasattr(dataset, "__len__") else None))
@@ -140,26 +170,74 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     return out
 
 
-def _micro_step(accelerator, cfg, objective, vae_module, disc_module, optim, batch, progress) -> dict:
+_MONITORED = {"vae": "loss/vae", "vae_encoder": "loss/vae", "vae_decoder": "loss/vae",
+              "discriminator": "loss/discriminator", "flow": "loss/flow", "text_encoder": "loss/flow"}
+
+
+def _prepare(accelerator, cfg: TrainConfig, components: Components) -> Prepared:
+    """Wrap what trains with ``accelerator.prepare``; move frozen models to the device."""
+    run = Prepared()
+    if components.train_vae:
+        run.vae = accelerator.prepare(VAEForward(components.vae))
+    else:
+        components.vae.to(accelerator.device)
+    if components.discriminator is not None:
+        run.discriminator = accelerator.prepare(components.discriminator)
+    if components.transformer is not None:
+        run.transformer = accelerator.prepare(components.transformer)
+        if cfg.train_text_encoder:
+            run.text_encoder = accelerator.prepare(components.text_encoder)
+        else:
+            run.text_encoder = components.text_encoder.to(accelerator.device)
+        if cfg.use_ema:
+            run.ema = EMAModel(components.transformer.parameters(), decay=cfg.ema_decay,
+                               model_cls=FluxFlowTransformer, model_config=components.transformer.config)
+            run.ema.to(accelerator.device)
+    return run
+
+
+def _micro_step(accelerator, cfg, objectives, components, run, optim, batch, null_tokens, progress) -> dict:
     """Forward, losses and backward of one micro-batch; the optimizers step only on sync steps."""
-    x = batch["pixel_values"]
-    recon, mean, logvar = vae_module(x, use_context=cfg.train_spade, generator=progress.noise)
-    disc = accelerator.unwrap_model(disc_module) if disc_module is not None else None
-    g_loss, logs = objective.generator_loss(x, recon, mean, logvar, progress.global_step, disc)
-    accelerator.backward(g_loss)
-    if disc_module is not None:
-        d_loss, d_logs = objective.discriminator_loss(disc_module, x, recon, mean)
-        accelerator.backward(d_loss)
-        logs.update(d_logs)
+    vae_objective, flow_objective = objectives
+    x, logs, z = batch["pixel_values"], {}, None
+    if run.vae is not None:
+        recon, mean, logvar, z = run.vae(x, use_context=cfg.train_spade, generator=progress.noise)
+        disc = accelerator.unwrap_model(run.discriminator) if run.discriminator is not None else None
+        g_loss, logs = vae_objective.generator_loss(x, recon, mean, logvar, progress.global_step, disc)
+        accelerator.backward(g_loss)
+        if run.discriminator is not None:
+            d_loss, d_logs = vae_objective.discriminator_loss(run.discriminator, x, recon, mean)
+            accelerator.backward(d_loss)
+            logs.update(d_logs)
+    if run.transformer is not None:
+        latents = _flow_latents(components.vae, x, z, progress.noise)
+        ids, mask, dropped = drop_captions(batch["input_ids"], batch["attention_mask"], null_tokens.input_ids,
+                                           null_tokens.attention_mask, cfg.cfg_dropout_prob, progress.noise)
+        with torch.set_grad_enabled(cfg.train_text_encoder):
+            text = run.text_encoder(ids, mask, return_dict=False)
+        f_loss, f_logs = flow_objective.loss(run.transformer, latents, (*text, mask), progress.noise)
+        accelerator.backward(f_loss)
+        logs.update(f_logs, **{"flow/caption_dropout": dropped.float().mean()})
     if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-        for module in (vae_module, disc_module):
+        named = {"vae": run.vae, "discriminator": run.discriminator, "flow": run.transformer,
+                 "text_encoder": run.text_encoder if cfg.train_text_encoder else None}
+        for name, module in named.items():
             if module is not None:
-                logs[f"grad_norm/{'vae' if module is vae_module else 'discriminator'}"] = accelerator.clip_grad_norm_(
-                    [p for p in module.parameters() if p.requires_grad], cfg.max_grad_norm)
+                params = [p for p in module.parameters() if p.requires_grad]
+                logs[f"grad_norm/{name}"] = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
     for part in optim.values():
         part.optimizer.step()
         part.optimizer.zero_grad(set_to_none=True)
     return logs
+
+
+def _flow_latents(vae, x, z, generator) -> torch.Tensor:
+    """Normalized latents ``(z - shift) * scale`` for the flow loss. In joint training they come from the
+    VAE being trained, detached: the flow loss never pushes the VAE towards easy-to-model latents."""
+    with torch.no_grad():
+        if z is None:
+            z = vae.encode(x.to(vae.dtype)).latent_dist.sample(generator=generator)
+        return ((z.detach() - vae.config.shift_factor) * vae.config.scaling_factor).to(x.dtype)
 
 
 def _optim_config(cfg: TrainConfig, sections: dict | None):
@@ -202,17 +280,43 @@ def _log(metrics, accelerator, cfg, optim, step, epoch, window, seconds) -> None
         logger.info("step %d: %s, %.1f samples/s", step, shown, values["samples_per_s"])
 
 
-def _checkpoint(accelerator, cfg, components, optim, tokenizer, out, step) -> None:
-    save_weights(accelerator, out, components.trained(), tokenizer=tokenizer, extra={"global_step": step})
+def _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step) -> None:
+    models = components.saved()
+    if run.ema is not None:
+        models["transformer_ema"] = ema_copy(accelerator.unwrap_model(run.transformer), run.ema)
+    scheduler = sampling_scheduler(cfg.timestep_shift) if components.transformer is not None else None
+    save_weights(accelerator, out, models, tokenizer=tokenizer, scheduler=scheduler, extra={"global_step": step})
     save_state(accelerator, out, step, cfg.checkpoints_total_limit)
     if accelerator.is_main_process:
         save_lrs(out / LR_FILE, optim)
 
 
-def _samples(accelerator, cfg, components, test_images, out, step) -> None:
-    if cfg.no_samples or not test_images or not accelerator.is_main_process:
+def _pipeline(accelerator, cfg, components, run, tokenizer):
+    unwrap = accelerator.unwrap_model
+    return build_pipeline(unwrap(components.vae), unwrap(run.transformer), unwrap(run.text_encoder), tokenizer,
+                          cfg.timestep_shift)
+
+
+def _samples(accelerator, cfg, components, run, tokenizer, test_images, out, step) -> None:
+    if cfg.no_samples or not accelerator.is_main_process:
         return
-    save_vae_samples(accelerator.unwrap_model(components.vae), test_images, out / "samples", step, seed=cfg.seed)
+    if test_images:
+        save_vae_samples(accelerator.unwrap_model(components.vae), test_images, out / "samples", step, seed=cfg.seed)
+    if run.transformer is not None:
+        pipe = _pipeline(accelerator, cfg, components, run, tokenizer)
+        with ema_weights(pipe.transformer, run.ema):
+            save_flow_samples(pipe, cfg.sample_captions, cfg.sample_sizes or [cfg.img_size], out / "samples", step,
+                              cfg.sample_steps, cfg.sample_guidance_scale, seed=cfg.seed)
+
+
+def _export(accelerator, cfg, components, run, tokenizer, out, step) -> None:
+    """``output_path/pipeline``: a complete diffusers folder with the EMA weights when EMA is on."""
+    pipe = _pipeline(accelerator, cfg, components, run, tokenizer)
+    card = {"name": out.name, "backbone": pipe.text_encoder.backbone.config.model_type, "steps": step,
+            "data": cfg.dataset_name or cfg.data_path, "size": cfg.img_size,
+            "caption": cfg.sample_captions[0], "shift": cfg.timestep_shift}
+    with ema_weights(pipe.transformer, run.ema):
+        export_pipeline(pipe, out / "pipeline", card)
 
 
 @torch.no_grad()

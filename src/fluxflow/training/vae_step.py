@@ -11,8 +11,9 @@ from .losses import hinge_d_loss, hinge_g_loss, kl_loss, kl_per_channel, kl_weig
 
 
 class VAEForward(nn.Module):
-    """Wraps the VAE so that one ``forward`` (the call DDP synchronises) returns the reconstruction and the
-    posterior's mean and log-variance. Calling ``vae.encode`` on an unwrapped model would skip DDP's sync."""
+    """Wraps the VAE so that one ``forward`` (the call DDP synchronises) returns the reconstruction, the
+    posterior's mean and log-variance, and the sampled latent. Calling ``vae.encode`` on an unwrapped model
+    would skip DDP's gradient sync."""
 
     def __init__(self, vae):
         super().__init__()
@@ -21,8 +22,9 @@ class VAEForward(nn.Module):
     def forward(self, x: torch.Tensor, use_context: bool, generator: torch.Generator | None = None):
         moments = self.vae.compressor(x)
         posterior = DiagonalGaussianDistribution(moments)
-        recon = self.vae.decode(posterior.sample(generator=generator), use_context=use_context).sample
-        return recon, posterior.mean, posterior.logvar
+        z = posterior.sample(generator=generator)
+        recon = self.vae.decode(z, use_context=use_context).sample
+        return recon, posterior.mean, posterior.logvar, z
 
 
 class VAEObjective:

@@ -1,0 +1,110 @@
+"""Flow samples and the exported pipeline: what a flow run leaves for ``FluxFlowPipeline``."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from ..pipelines import FluxFlowPipeline
+
+MODEL_CARD = """---
+library_name: diffusers
+tags: [fluxflow, text-to-image, rectified-flow]
+---
+# {name}
+
+A fluxflow text-to-image model: a Bezier-activated VAE, a rectified-flow transformer and a
+`{backbone}` text encoder. Trained for {steps} optimizer steps on {data} at {size} px.
+
+```python
+from fluxflow import FluxFlowPipeline
+pipe = FluxFlowPipeline.from_pretrained("{name}")
+image = pipe("{caption}", num_inference_steps=28, guidance_scale=5.0).images[0]
+```
+
+Sampling: `FlowMatchEulerDiscreteScheduler` with shift {shift}, the shift used in training.
+"""
+
+
+def flow_sample_path(folder: str | Path, step: int, index: int, size: int) -> Path:
+    """The reference's name: ``samples_epoch_{global_step:04d}_caption_{idx}-{size:04d}.webp``."""
+    return Path(folder) / f"samples_epoch_{step:04d}_caption_{index}-{size:04d}.webp"
+
+
+def sampling_scheduler(shift: float) -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(shift=shift)
+
+
+@contextmanager
+def ema_weights(transformer, ema):
+    """Temporarily put the EMA weights into ``transformer`` (no-op without EMA)."""
+    if ema is None:
+        yield transformer
+        return
+    ema.store(transformer.parameters())
+    ema.copy_to(transformer.parameters())
+    try:
+        yield transformer
+    finally:
+        ema.restore(transformer.parameters())
+
+
+def ema_copy(transformer, ema):
+    """A separate transformer holding the EMA weights (for checkpoints)."""
+    model = copy.deepcopy(transformer)
+    ema.copy_to(model.parameters())
+    return model
+
+
+def build_pipeline(vae, transformer, text_encoder, tokenizer, shift: float) -> FluxFlowPipeline:
+    pipe = FluxFlowPipeline(vae=vae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer,
+                            scheduler=sampling_scheduler(shift))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def save_flow_samples(pipe: FluxFlowPipeline, captions: list[str], sizes: list[int], folder: str | Path,
+                      step: int, steps: int, guidance_scale: float, seed: int = 0) -> list[Path]:
+    """One image per caption and size, each from its own seeded generator (never the global RNG)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    modes = {m: m.training for m in (pipe.vae, pipe.transformer, pipe.text_encoder)}
+    for m in modes:
+        m.eval()
+    try:
+        for index, caption in enumerate(captions):
+            for size in sizes:
+                image = pipe(caption, height=size, width=size, num_inference_steps=steps,
+                             guidance_scale=guidance_scale,
+                             generator=torch.Generator().manual_seed(seed + index)).images[0]
+                path = flow_sample_path(folder, step, index, size)
+                tmp = path.with_name(f".{path.name}.tmp")
+                image.save(tmp, format="WEBP", lossless=True)
+                tmp.replace(path)
+                written.append(path)
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+    return written
+
+
+def export_pipeline(pipe: FluxFlowPipeline, folder: str | Path, card: dict) -> Path:
+    """``pipe.save_pretrained`` into ``folder`` through a temporary folder and a rename, with a model card."""
+    folder = Path(folder)
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    (tmp / "README.md").write_text(MODEL_CARD.format(**card), encoding="utf-8")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

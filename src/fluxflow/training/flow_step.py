@@ -1,0 +1,54 @@
+"""One flow-matching micro-batch: caption dropout for CFG, noise levels, the velocity loss.
+
+Rectified flow in the diffusers/SD3 direction: ``x_t = (1 - s) x0 + s noise``, target ``v = noise - x0``, the
+flow processor called at ``timestep = s * 1000``. ``s`` is logit-normal (``--logit_mean``, ``--logit_std``),
+shifted by ``--timestep_shift`` exactly as the sampling scheduler shifts its noise levels, and for
+``--train_diff`` scaled into ``(0, --diff_max_sigma]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+
+
+def drop_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor, null_ids: torch.Tensor,
+                  null_mask: torch.Tensor, prob: float, generator: torch.Generator):
+    """Replace each row by the empty prompt's tokens with probability ``prob`` (classifier-free guidance).
+
+    The empty prompt is what the pipeline encodes as its null condition, so training and sampling agree."""
+    drop = torch.rand(input_ids.shape[0], generator=generator, device=generator.device) < prob
+    drop = drop.to(input_ids.device)[:, None]
+    ids = torch.where(drop, null_ids.to(input_ids.device).expand_as(input_ids), input_ids)
+    mask = torch.where(drop, null_mask.to(attention_mask.device).expand_as(attention_mask), attention_mask)
+    return ids, mask, drop.squeeze(1)
+
+
+def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
+    """The resolution shift of diffusers' ``FlowMatchEulerDiscreteScheduler``: ``shift*s / (1 + (shift-1)*s)``."""
+    return shift * s / (1 + (shift - 1) * s)
+
+
+class FlowObjective:
+    """Noise levels and the velocity MSE of ``--train_diff_full`` / ``--train_diff``."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    def sample_sigmas(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        u = torch.randn(batch, generator=generator, device=generator.device) * cfg.logit_std + cfg.logit_mean
+        s = shift_sigmas(torch.sigmoid(u), cfg.timestep_shift)
+        return s * cfg.diff_max_sigma if cfg.train_diff else s
+
+    def loss(self, transformer, x0: torch.Tensor, text, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """``x0``: normalized latents ``(z - shift) * scale``; ``text``: ``(embeds, pooled, mask)``."""
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+        s = self.sample_sigmas(x0.shape[0], generator).to(x0.device, x0.dtype)
+        x_t = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
+        embeds, pooled, mask = text
+        velocity = transformer(x_t, embeds, pooled, s * 1000, mask, return_dict=False)[0]
+        loss = F.mse_loss(velocity.float(), (noise - x0).float())
+        return loss, {"loss/flow": loss.detach(), "flow/mean_sigma": s.mean().detach()}

@@ -1,0 +1,52 @@
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from fluxflow.training.config import TrainConfig
+from fluxflow.training.flow_step import FlowObjective, drop_captions, shift_sigmas
+
+
+def _tokens(n):
+    ids = torch.arange(n * 5).reshape(n, 5) + 100
+    return ids, torch.ones(n, 5, dtype=torch.long), torch.tensor([[101, 102, 0, 0, 0]]), torch.tensor([[1, 1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.1, 0.5, 1.0])
+def test_caption_dropout_replaces_the_condition_at_the_configured_rate(prob):
+    ids, mask, null_ids, null_mask = _tokens(20000)
+    out_ids, out_mask, dropped = drop_captions(ids, mask, null_ids, null_mask, prob, torch.Generator().manual_seed(0))
+    rate = dropped.float().mean().item()
+    assert abs(rate - prob) <= 4 * (prob * (1 - prob) / 20000) ** 0.5 + 1e-9  # within 4 standard deviations
+    assert torch.equal(out_ids[dropped], null_ids.expand(int(dropped.sum()), -1))
+    assert torch.equal(out_mask[dropped], null_mask.expand(int(dropped.sum()), -1))
+    assert torch.equal(out_ids[~dropped], ids[~dropped]) and torch.equal(out_mask[~dropped], mask[~dropped])
+
+
+def test_shift_matches_the_sampling_scheduler():
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    u = torch.tensor([0.9, 0.5, 0.1])
+    scheduler.set_timesteps(sigmas=u.tolist())
+    torch.testing.assert_close(scheduler.sigmas[:3], shift_sigmas(u, 3.0))
+
+
+def test_partial_schedule_stays_below_diff_max_sigma_and_full_covers_the_range():
+    gen = torch.Generator().manual_seed(0)
+    partial = FlowObjective(TrainConfig(train_diff=True, diff_max_sigma=0.3)).sample_sigmas(5000, gen)
+    full = FlowObjective(TrainConfig(train_diff_full=True)).sample_sigmas(5000, gen)
+    assert partial.max() <= 0.3 and partial.min() > 0
+    assert full.max() > 0.9 and full.min() < 0.1 and 0.45 < full.mean() < 0.55  # logit-normal(0, 1)
+
+
+def test_velocity_target_is_noise_minus_data():
+    """A model that returns exactly noise - x0 has zero loss: the objective uses the diffusers direction."""
+    x0 = torch.randn(4, 4, 8, 8)
+
+    def oracle(x_t, embeds, pooled, timestep, mask, return_dict=False):
+        s = (timestep / 1000)[:, None, None, None]
+        return ((x_t - x0) / s,)  # x_t - x0 = s (noise - x0)  =>  v = (x_t - x0) / s
+
+    objective = FlowObjective(TrainConfig(train_diff_full=True))
+    loss, _ = objective.loss(oracle, x0, (None, None, None), torch.Generator().manual_seed(1))
+    assert loss.item() < 1e-8
+    wrong, _ = objective.loss(lambda *a, **k: (-oracle(*a)[0],), x0, (None, None, None), torch.Generator())
+    assert wrong.item() > 1.0
