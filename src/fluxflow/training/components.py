@@ -66,8 +66,9 @@ def build_components(cfg: TrainConfig) -> Components:
     transformer = text_encoder = None
     if cfg.trains_flow:
         flow_overrides = {"in_channels": vae.config.latent_channels}
-        if cfg.activation:
-            flow_overrides["activation"] = cfg.activation
+        sizes = {"activation": cfg.activation, "patch_size": cfg.flow_patch_size, "hidden_size": cfg.flow_hidden_size,
+                 "num_layers": cfg.flow_num_layers}
+        flow_overrides.update({k: v for k, v in sizes.items() if v is not None})
         transformer = loaded.get("transformer") or FluxFlowTransformer.from_preset(cfg.model_preset, **flow_overrides)
         text_encoder = loaded.get("text_encoder") or build_text_encoder(cfg)
         text_encoder.requires_grad_(False)
@@ -93,6 +94,8 @@ def build_text_encoder(cfg: TrainConfig) -> FluxFlowTextEncoder:
     """``--text_encoder_name`` or the bundled all-MiniLM-L6-v2 with the preset's heads; ``tiny`` without a
     name: the preset's small random backbone (same vocabulary)."""
     preset = preset_config(cfg.model_preset, "text_encoder")
+    if cfg.max_sequence_length:
+        preset["max_length"] = cfg.max_sequence_length
     if cfg.model_preset.removeprefix("fluxflow-") == "tiny" and not cfg.text_encoder_name:
         return FluxFlowTextEncoder.from_config(preset)
     name = cfg.text_encoder_name or bundled_text_model()

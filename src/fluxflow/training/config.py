@@ -75,6 +75,8 @@ class TrainConfig(DataConfig):
                                          "(its own optimizer/scheduler: component 'text_encoder')")
     text_encoder_name: str | None = _f(None, "Pretrained text backbone (Hub id or folder); default: the bundled "
                                              "all-MiniLM-L6-v2 (the 'tiny' preset uses a small random one)")
+    max_sequence_length: int | None = _f(None, "Token length of captions for a new text encoder (default: the "
+                                               "preset's, 77); saved in its config, so the pipeline uses it too")
     use_ema: bool = _f(False, "Keep an exponential moving average of the flow processor (used for samples and "
                               "the exported pipeline)")
     ema_decay: float = _f(0.9999, "EMA decay per optimizer step")
@@ -86,6 +88,9 @@ class TrainConfig(DataConfig):
     model_preset: str = _f("base", "Model sizes (docs/ARCHITECTURE.md)", PRESETS)
     activation: str | None = _f(None, "Activation of the VAE and flow processor (default: the preset's, bezier)",
                                 ACTIVATIONS)
+    flow_patch_size: int | None = _f(None, "Patch size of a new flow processor: 1 or 2 (default: the preset's, 2)")
+    flow_hidden_size: int | None = _f(None, "Width of a new flow processor (default: the preset's)")
+    flow_num_layers: int | None = _f(None, "Blocks of a new flow processor (default: the preset's)")
     tokenizer_name: str = _f("distilbert-base-uncased", "Tokenizer (Hub id or folder); offline, the BERT-uncased "
                                                         "vocabulary of the bundled all-MiniLM-L6-v2 is used")
     model_checkpoint: str | None = _f(None, "Initialise weights from a checkpoint.safetensors (or a pipeline folder)")
@@ -162,6 +167,13 @@ class TrainConfig(DataConfig):
                 p.append(f"--{k} must be in [{low}, {high}], got {getattr(self, k)}")
         if self.timestep_shift <= 0:
             p.append(f"--timestep_shift must be > 0, got {self.timestep_shift}")
+        if self.flow_patch_size not in (None, 1, 2):
+            p.append(f"--flow_patch_size must be 1 or 2, got {self.flow_patch_size}")
+        for k in ("flow_hidden_size", "flow_num_layers"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                p.append(f"--{k} must be >= 1, got {getattr(self, k)}")
+        if self.max_sequence_length is not None and not 4 <= self.max_sequence_length <= 512:
+            p.append(f"--max_sequence_length must be in [4, 512], got {self.max_sequence_length}")
         if self.sample_steps < 1:
             p.append(f"--sample_steps must be >= 1, got {self.sample_steps}")
         p += [f"--sample_sizes entries must be positive multiples of 16, got {size}" for size in self.sample_sizes
