@@ -30,7 +30,7 @@ def _components(path):
 
 
 MODES = {
-    "vae": ["--train_vae"],
+    "vae": ["--train_vae", "--plot_graphs"],
     "vae_gan_spade": ["--train_vae", "--gan_training", "--train_spade"],
     "gan_only": ["--gan_training"],
     "spade_only": ["--train_spade"],
@@ -51,6 +51,8 @@ def test_each_vae_mode_trains_checkpoints_and_samples(shapes, tmp_path, mode):
     assert [r["step"] for r in rows] == [1, 2, 3] and all("lr/vae" in r for r in rows)
     assert ("loss/discriminator" in rows[0]) == ("--gan_training" in MODES[mode])
     assert (tmp_path / "vae" / "config.json").exists()
+    graphs = tmp_path / "logs" / "graphs"
+    assert (graphs / "losses.png").exists() == ("--plot_graphs" in MODES[mode])
 
 
 def test_spade_only_changes_only_spade_layers(shapes, tmp_path):

@@ -18,7 +18,8 @@ PROG = "fluxflow-plot-metrics"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="the run's output_path, or a metrics.jsonl file")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: <output_path>/logs/graphs/)")
     return p

@@ -107,6 +107,8 @@ class TrainConfig(DataConfig):
                                               "images)")
     sample_captions: list[str] = _list(["A sample caption"], "Captions for flow samples")
     report_to: str = _f("none", "Experiment tracker", REPORT_TO)
+    plot_graphs: bool = _f(False, "Draw logs/metrics.jsonl into PNGs under logs/graphs/ at every checkpoint "
+                                  "(or later: fluxflow-plot-metrics OUTPUT_PATH)")
 
     # ------------------------------------------------------------------ derived values
     @property

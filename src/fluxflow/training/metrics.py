@@ -25,6 +25,13 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """All lines of a ``metrics.jsonl`` (for plots and tests)."""
+    """All lines of a ``metrics.jsonl`` (for plots and tests). A last line that does not parse is a line being
+    written by a running training and is left out; a bad line before it is an error."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = [json.loads(line) for line in lines[:-1]]
+    try:
+        rows += [json.loads(line) for line in lines[-1:]]
+    except json.JSONDecodeError:
+        pass
+    return rows

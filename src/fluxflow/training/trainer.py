@@ -289,6 +289,10 @@ def _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step) 
     save_state(accelerator, out, step, cfg.checkpoints_total_limit)
     if accelerator.is_main_process:
         save_lrs(out / LR_FILE, optim)
+        if cfg.plot_graphs and (out / "logs" / "metrics.jsonl").exists():
+            from .graphs import plot_metrics
+
+            plot_metrics(out / "logs" / "metrics.jsonl", out / "logs" / "graphs")
 
 
 def _pipeline(accelerator, cfg, components, run, tokenizer):
