@@ -2,4 +2,5 @@ import sys
 from pathlib import Path
 
 TESTS = Path(__file__).parents[1]
-sys.path[:0] = [str(TESTS / "unit"), str(TESTS)]  # shared tiny-model builders and the Hub stand-in
+# shared tiny-model builders, the Hub stand-in and the resume check
+sys.path[:0] = [str(TESTS / "unit"), str(TESTS), str(TESTS / "integration")]

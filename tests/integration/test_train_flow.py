@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from resume_check import assert_resume_is_exact
 from safetensors.torch import load_file
 
 from fluxflow import FluxFlowPipeline
@@ -84,15 +85,7 @@ def test_flow_resume_with_ema_gives_identical_weights(shapes, vae_checkpoint, tm
     flags = ["--train_diff_full", "--model_checkpoint", str(vae_checkpoint), "--max_train_steps", "6",
              "--checkpoint_save_interval", "3", "--no_samples", "--use_ema", "--ema_decay", "0.9",
              "--train_text_encoder"]
-    _train(shapes, tmp_path / "straight", *flags)
-    resumed = tmp_path / "resumed"
-    (resumed / "state").mkdir(parents=True)
-    (tmp_path / "straight" / "state" / "checkpoint-3").rename(resumed / "state" / "checkpoint-3")
-    _train(shapes, resumed, *flags, "--resume_from_checkpoint", "latest")
-    a = load_file(tmp_path / "straight" / "checkpoint.safetensors")
-    b = load_file(resumed / "checkpoint.safetensors")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_exact(_train, shapes, tmp_path, flags)
 
 
 def test_flow_training_without_a_vae_is_refused(shapes, tmp_path):

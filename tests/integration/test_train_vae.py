@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from resume_check import assert_resume_is_exact
 from safetensors.torch import load_file
 
 from fluxflow.cli.train import main
@@ -79,16 +80,7 @@ def test_resume_gives_identical_weights(shapes, tmp_path, accumulation):
     flags = ["--train_vae", "--gan_training", "--train_spade", "--max_train_steps", "6",
              "--checkpoint_save_interval", "3", "--no_samples", "--training_steps", accumulation, "--random_flip",
              "--log_interval", "1"]
-    _train(shapes, tmp_path / "straight", *flags)
-    resumed = tmp_path / "resumed"
-    (resumed / "state").mkdir(parents=True)
-    (tmp_path / "straight" / "state" / "checkpoint-3").rename(resumed / "state" / "checkpoint-3")
-    _train(shapes, resumed, *flags, "--resume_from_checkpoint", "latest")
-    a = load_file(tmp_path / "straight" / "checkpoint.safetensors")
-    b = load_file(resumed / "checkpoint.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    resumed = assert_resume_is_exact(_train, shapes, tmp_path, flags)
     steps = [r["step"] for r in read_metrics(resumed / "logs" / "metrics.jsonl")]
     assert steps == [4, 5, 6]
 
