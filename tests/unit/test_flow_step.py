@@ -50,3 +50,25 @@ def test_velocity_target_is_noise_minus_data():
     assert loss.item() < 1e-8
     wrong, _ = objective.loss(lambda *a, **k: (-oracle(*a)[0],), x0, (None, None, None), torch.Generator())
     assert wrong.item() > 1.0
+
+
+def test_text_cache_encodes_each_caption_once_and_matches_direct_encoding():
+    from pipeline_cases import MINILM
+    from transformers import AutoTokenizer
+
+    from fluxflow.models import FluxFlowTextEncoder
+    from fluxflow.pipelines import tokenize_prompts
+    from fluxflow.training.flow_step import TextEmbeddingCache
+
+    encoder = FluxFlowTextEncoder.from_preset("tiny").eval()
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    calls = []
+    encoder.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    cache = TextEmbeddingCache(encoder, tokenizer, 16)
+    embeds, pooled, mask = cache(["a red circle", "", "a red circle"], "cpu")
+    cache(["", "a blue star"], "cpu")
+    assert calls == [1, 1, 1] and embeds.shape == (3, 16, 32) and pooled.shape == (3, 32)
+    tokens = tokenize_prompts(tokenizer, ["a red circle"], 16)
+    direct = encoder(tokens.input_ids, tokens.attention_mask)
+    torch.testing.assert_close(embeds[0], direct.last_hidden_state[0])
+    assert torch.equal(embeds[0], embeds[2]) and torch.equal(mask[0], tokens.attention_mask[0])

@@ -75,6 +75,8 @@ class TrainConfig(DataConfig):
                                          "(its own optimizer/scheduler: component 'text_encoder')")
     text_encoder_name: str | None = _f(None, "Pretrained text backbone (Hub id or folder); default: the bundled "
                                              "all-MiniLM-L6-v2 (the 'tiny' preset uses a small random one)")
+    cache_text_embeddings: bool = _f(False, "With a frozen text encoder: encode each distinct caption once and "
+                                            "reuse it (memory grows with the number of distinct captions)")
     max_sequence_length: int | None = _f(None, "Token length of captions for a new text encoder (default: the "
                                                "preset's, 77); saved in its config, so the pipeline uses it too")
     use_ema: bool = _f(False, "Keep an exponential moving average of the flow processor (used for samples and "
@@ -147,6 +149,9 @@ class TrainConfig(DataConfig):
         if self.trains_flow and not self.train_vae and not self.model_checkpoint:
             p.append("flow training without --train_vae needs a trained VAE: give --model_checkpoint (the "
                      "checkpoint.safetensors or vae/ folder of a VAE run)")
+        if self.cache_text_embeddings and (self.train_text_encoder or not self.trains_flow):
+            p.append("--cache_text_embeddings needs flow training with a frozen text encoder (no "
+                     "--train_text_encoder)")
         if self.train_text_encoder and not self.trains_flow:
             p.append("--train_text_encoder needs --train_diff or --train_diff_full")
         if self.use_fp16 and self.mixed_precision not in ("no", "fp16"):

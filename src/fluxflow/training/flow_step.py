@@ -26,6 +26,28 @@ def drop_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor, null_id
     return ids, mask, drop.squeeze(1)
 
 
+class TextEmbeddingCache:
+    """Outputs of a frozen text encoder per caption, computed once each and reused (``--cache_text_embeddings``).
+
+    Each caption is encoded on its own, so a cached value never depends on the batch that first needed it
+    (runs stay reproducible and resumes exact). Memory: one ``[tokens, width]`` tensor per distinct caption."""
+
+    def __init__(self, text_encoder, tokenizer, max_length: int):
+        from ..pipelines import tokenize_prompts
+
+        self.text_encoder, self.tokenizer, self.max_length = text_encoder, tokenizer, max_length
+        self.tokenize = tokenize_prompts
+        self.store: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        for caption in dict.fromkeys(c for c in captions if c not in self.store):
+            tokens = self.tokenize(self.tokenizer, [caption], self.max_length).to(device)
+            embeds, pooled = self.text_encoder(tokens.input_ids, tokens.attention_mask, return_dict=False)
+            self.store[caption] = (embeds[0], pooled[0], tokens.attention_mask[0])
+        return tuple(torch.stack([self.store[c][i] for c in captions]) for i in range(3))
+
+
 def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
     """The resolution shift of diffusers' ``FlowMatchEulerDiscreteScheduler``: ``shift*s / (1 + (shift-1)*s)``."""
     return shift * s / (1 + (shift - 1) * s)

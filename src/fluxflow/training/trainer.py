@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader
 from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
-from .flow_step import FlowObjective, drop_captions
+from .flow_step import FlowObjective, TextEmbeddingCache, drop_captions
 from .metrics import MetricsLog
 from .optim import DEFAULT_LR, LR_FILE, build_optimizers_and_schedulers, load_lrs, load_optim_sched_config, save_lrs
 from .progress import TrainProgress
@@ -50,6 +50,7 @@ class Prepared:
     transformer: torch.nn.Module | None = None
     text_encoder: torch.nn.Module | None = None
     ema: EMAModel | None = None
+    text_cache: TextEmbeddingCache | None = None
 
     def trained(self) -> list:
         return [m for m in (self.vae, self.discriminator, self.transformer) if m is not None]
@@ -89,6 +90,8 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     optim = build_optimizers_and_schedulers(optim_config, components.trained(), total_steps,
                                             lr=cfg.lr or DEFAULT_LR, initial_lrs=initial_lrs)
     run = _prepare(accelerator, cfg, components)
+    if cfg.cache_text_embeddings:
+        run.text_cache = TextEmbeddingCache(run.text_encoder, tokenizer, max_length)
     for part in optim.values():
         part.optimizer = accelerator.prepare(part.optimizer)
     progress = TrainProgress(cfg.seed + accelerator.process_index, accelerator.device)
@@ -213,8 +216,12 @@ def _micro_step(accelerator, cfg, objectives, components, run, optim, batch, nul
         latents = _flow_latents(components.vae, x, z, progress.noise)
         ids, mask, dropped = drop_captions(batch["input_ids"], batch["attention_mask"], null_tokens.input_ids,
                                            null_tokens.attention_mask, cfg.cfg_dropout_prob, progress.noise)
-        with torch.set_grad_enabled(cfg.train_text_encoder):
-            text = run.text_encoder(ids, mask, return_dict=False)
+        if run.text_cache is not None:
+            captions = ["" if d else c for c, d in zip(batch["captions"], dropped.tolist())]
+            *text, mask = run.text_cache(captions, ids.device)
+        else:
+            with torch.set_grad_enabled(cfg.train_text_encoder):
+                text = run.text_encoder(ids, mask, return_dict=False)
         f_loss, f_logs = flow_objective.loss(run.transformer, latents, (*text, mask), progress.noise)
         accelerator.backward(f_loss)
         logs.update(f_logs, **{"flow/caption_dropout": dropped.float().mean()})
