@@ -52,6 +52,8 @@ def build_components(cfg: TrainConfig) -> Components:
     overrides = {"in_channels": cfg.channels, "out_channels": cfg.channels}
     if cfg.activation:
         overrides["activation"] = cfg.activation
+    if cfg.vae_block_out_channels:
+        overrides["block_out_channels"] = tuple(cfg.vae_block_out_channels)
     vae = loaded.get("vae") or FluxFlowVAE.from_preset(cfg.model_preset, **overrides)
     if vae.config.in_channels != cfg.channels:
         raise ConfigError(f"--channels {cfg.channels} does not match the checkpoint's VAE "

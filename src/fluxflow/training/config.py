@@ -90,6 +90,8 @@ class TrainConfig(DataConfig):
     model_preset: str = _f("base", "Model sizes (docs/ARCHITECTURE.md)", PRESETS)
     activation: str | None = _f(None, "Activation of the VAE and flow processor (default: the preset's, bezier)",
                                 ACTIVATIONS)
+    vae_block_out_channels: list[int] = field(default_factory=list, metadata={
+        "help": "Channels of a new VAE's stages; n stages downsample 2^(n-1)x (default: the preset's, 4 stages)"})
     flow_patch_size: int | None = _f(None, "Patch size of a new flow processor: 1 or 2 (default: the preset's, 2)")
     flow_hidden_size: int | None = _f(None, "Width of a new flow processor (default: the preset's)")
     flow_num_layers: int | None = _f(None, "Blocks of a new flow processor (default: the preset's)")
@@ -174,6 +176,8 @@ class TrainConfig(DataConfig):
                 p.append(f"--{k} must be in [{low}, {high}], got {getattr(self, k)}")
         if self.timestep_shift <= 0:
             p.append(f"--timestep_shift must be > 0, got {self.timestep_shift}")
+        if any(c < 1 for c in self.vae_block_out_channels):
+            p.append(f"--vae_block_out_channels must be positive, got {self.vae_block_out_channels}")
         if self.flow_patch_size not in (None, 1, 2):
             p.append(f"--flow_patch_size must be 1 or 2, got {self.flow_patch_size}")
         for k in ("flow_hidden_size", "flow_num_layers"):
