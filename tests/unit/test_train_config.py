@@ -124,3 +124,17 @@ def test_docs_flag_table_matches_the_schema():
 
     docs = (Path(__file__).parents[2] / "docs" / "TRAINING.md").read_text(encoding="utf-8")
     assert flags_markdown() in docs, "regenerate the table in docs/TRAINING.md from flags_markdown()"
+
+
+def test_model_size_flags_reach_the_built_models():
+    from fluxflow.training.components import build_components
+
+    cfg, _ = parse_config(["--train_diff_full", "--train_vae", "--model_preset", "tiny", "--vae_block_out_channels",
+                           "8", "16", "16", "--flow_patch_size", "1", "--flow_num_layers", "1",
+                           "--max_sequence_length", "12"])
+    parts = build_components(cfg)
+    assert parts.vae.spatial_compression_ratio == 4 and list(parts.vae.config.block_out_channels) == [8, 16, 16]
+    assert parts.transformer.config.patch_size == 1 and len(parts.transformer.transformer_blocks) == 1
+    assert parts.text_encoder.config.max_length == 12
+    assert set(parts.trained()) == {"vae", "flow"}  # the text encoder is frozen by default
+    assert not any(p.requires_grad for p in parts.text_encoder.parameters())
