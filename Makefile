@@ -1,5 +1,6 @@
 # fluxflow: set up a virtual environment, run the main job, run the tests.
-#   make demo   set up, then train the VAE on the embedded shapes data set (offline, CPU, a few minutes)
+#   make demo   set up, then run the whole system on the embedded shapes data set: VAE, flow, pipeline,
+#               judged images for held-out prompts (offline, CPU, about 15 minutes; QUICK=1: about 1 minute)
 #   make test   set up, then run the test suite (offline, CPU, a few minutes)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,6 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export HF_HUB_OFFLINE ?= 1
 
 DEMO   ?= outputs/demo
-DEMO_STEPS ?= 150
 
 .PHONY: setup demo models test test-all clean
 setup: $(VENV)/.installed
@@ -33,12 +33,7 @@ endif
 	touch $@
 
 demo: setup
-	$(BIN)/fluxflow-make-dataset shapes --n 512 --size 64 --n_test 64 --out $(DEMO)/data
-	$(BIN)/fluxflow-train --train_vae --gan_training --train_spade --data_path $(DEMO)/data/train \
-		--img_size 64 --model_preset small --batch_size 8 --lr 2e-4 --max_train_steps $(DEMO_STEPS) \
-		--kl_warmup_steps 100 --checkpoint_save_interval 50 --log_interval 10 --seed 0 \
-		--output_path $(DEMO)/vae --resume_from_checkpoint latest
-	@echo "samples: $(DEMO)/vae/samples  metrics: $(DEMO)/vae/logs/metrics.jsonl  VAE: $(DEMO)/vae/vae"
+	$(BIN)/python examples/shapes_demo.py --out $(DEMO) $(if $(QUICK),--quick)
 
 models: setup
 	$(BIN)/python examples/models_demo.py
