@@ -66,6 +66,9 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         log_with=None if cfg.report_to == "none" else cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(dispatch_batches=False if cfg.streaming else None))
+    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and cfg.trains_vae:
+        raise ConfigError(f"{accelerator.distributed_type.name} runs only the flow stage (--train_diff_full / "
+                          "--train_diff); train the VAE and GAN with DDP: accelerate_configs/multi_gpu.yaml")
     cfg.seed = _shared_seed(accelerator, cfg.seed)
     set_seed(cfg.seed)
 
@@ -157,7 +160,8 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         break
     bar.close()
 
-    # the end: latent statistics, final checkpoint, exported models, last samples
+    # the end: a sync check, latent statistics, final checkpoint, exported models, last samples
+    _check_parameters_in_sync(accelerator, components)
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(accelerator, components.vae, loader, progress)
     _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, progress.global_step)
@@ -274,8 +278,13 @@ def _run_length(cfg: TrainConfig, loader) -> tuple[int, int]:
 
 
 def _log(metrics, accelerator, cfg, optim, step, epoch, window, seconds) -> None:
+    """Averages of the window, over its micro-batches and over all processes (every process calls this)."""
     n = max(window.pop("micro_batches"), 1)
-    values = {k: v / n for k, v in window.items()}
+    keys = sorted(window)
+    means = torch.tensor([window[k] / n for k in keys], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        means = accelerator.reduce(means, reduction="mean")
+    values = dict(zip(keys, means.tolist()))
     values.update({f"lr/{name}": lr for name, lr in optim.lrs().items()})
     images = n * cfg.batch_size * accelerator.num_processes
     values.update({"epoch": epoch, "step_time": seconds * cfg.training_steps / n,
@@ -328,6 +337,20 @@ def _export(accelerator, cfg, components, run, tokenizer, out, step) -> None:
             "caption": cfg.sample_captions[0], "shift": cfg.timestep_shift}
     with ema_weights(pipe.transformer, run.ema):
         export_pipeline(pipe, out / "pipeline", card)
+
+
+@torch.no_grad()
+def _check_parameters_in_sync(accelerator, components) -> None:
+    """With several DDP processes every trained model must end identical everywhere (gradient sync covers each
+    of them); per-parameter sums are compared across processes. Sharded setups (FSDP, DeepSpeed) are skipped."""
+    if accelerator.num_processes == 1 or accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
+        return
+    for name, model in components.trained().items():
+        sums = torch.stack([p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()])
+        everyone = accelerator.gather(sums[None].to(accelerator.device))
+        if not torch.equal(everyone, everyone[:1].expand_as(everyone)):
+            raise RuntimeError(f"{name}: parameters differ between processes; gradient sync did not cover them")
+    logger.info("parameters identical on all %d processes", accelerator.num_processes)
 
 
 @torch.no_grad()
