@@ -52,3 +52,20 @@ def test_state_saved_by_two_processes_resumes_on_one(shapes, tmp_path):
     state = tmp_path / "two" / "state" / "checkpoint-2"
     _run(1, shapes, tmp_path / "one", *GAN, "--batch_size", "4", "--resume_from_checkpoint", str(state))
     assert [r["step"] for r in read_metrics(tmp_path / "one" / "logs" / "metrics.jsonl")] == [3, 4]
+
+
+def test_each_process_reads_its_own_samples(shapes, tmp_path):
+    """One epoch of the data path under two processes: no sample twice, none missing."""
+    import json
+    from pathlib import Path
+
+    probe = Path(__file__).parent / "shard_probe.py"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                "127.0.0.1", "--master_port", str(_free_port()), str(probe), str(shapes), str(tmp_path)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(launcher, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = [{tuple(s) for s in rank} for rank in seen]
+    assert len(seen[0]) == len(seen[1]) == 8 and len(ranks[0]) == len(ranks[1]) == 8
+    assert not ranks[0] & ranks[1] and len(ranks[0] | ranks[1]) == 16

@@ -93,3 +93,13 @@ def test_model_checkpoint_initialises_the_weights(shapes, tmp_path):
     second = load_file(tmp_path / "second" / "checkpoint.safetensors")
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=1e-6)
+
+
+def test_scale_lr_multiplies_the_whole_schedule_by_the_effective_batch(shapes, tmp_path):
+    flags = ["--train_vae", "--max_train_steps", "2", "--no_samples", "--log_interval", "1", "--lr", "1e-4",
+             "--training_steps", "2"]
+    _train(shapes, tmp_path / "plain", *flags)
+    _train(shapes, tmp_path / "scaled", *flags, "--scale_lr")
+    plain = [r["lr/vae"] for r in read_metrics(tmp_path / "plain" / "logs" / "metrics.jsonl")]
+    scaled = [r["lr/vae"] for r in read_metrics(tmp_path / "scaled" / "logs" / "metrics.jsonl")]
+    assert len(plain) == 2 and scaled == pytest.approx([8 * lr for lr in plain], rel=1e-9)  # 4 x 1 x 2

@@ -51,6 +51,8 @@ class TrainConfig(DataConfig):
     lr: float | None = _f(None, "Learning rate of components whose config gives none (default 1e-4; text "
                                 "encoder: a tenth)")
     training_steps: int = _f(1, "Gradient accumulation: batches per optimizer step")
+    scale_lr: bool = _f(False, "Multiply learning rates by the effective batch (batch_size x processes x "
+                               "training_steps), as the diffusers scripts do")
     max_grad_norm: float = _f(1.0, "Clip each model's gradient norm to this (0: no clipping)")
     use_fp16: bool = _f(False, "fp16 mixed precision (the same as --mixed_precision fp16)")
     mixed_precision: str = _f("no", "Mixed precision of the Accelerator", MIXED_PRECISION)

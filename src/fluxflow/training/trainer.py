@@ -90,6 +90,12 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     loader = accelerator.prepare(loader)
     total_steps, steps_per_epoch = _run_length(cfg, loader)
     initial_lrs = load_lrs(out / LR_FILE) if cfg.preserve_lr and (out / LR_FILE).exists() else None
+    effective_batch = cfg.batch_size * accelerator.num_processes * cfg.training_steps
+    logger.info("effective batch %d = %d per process x %d processes x %d accumulation; %d optimizer steps",
+                effective_batch, cfg.batch_size, accelerator.num_processes, cfg.training_steps, total_steps)
+    if cfg.scale_lr and initial_lrs is None:  # the schedule starts from lr x effective batch (diffusers' rule)
+        initial_lrs = {name: optim_config.optimizer_config(name, cfg.lr or DEFAULT_LR)["lr"] * effective_batch
+                       for name in components.trained()}
     optim = build_optimizers_and_schedulers(optim_config, components.trained(), total_steps,
                                             lr=cfg.lr or DEFAULT_LR, initial_lrs=initial_lrs)
     run = _prepare(accelerator, cfg, components)
