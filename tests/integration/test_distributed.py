@@ -69,3 +69,11 @@ def test_each_process_reads_its_own_samples(shapes, tmp_path):
     ranks = [{tuple(s) for s in rank} for rank in seen]
     assert len(seen[0]) == len(seen[1]) == 8 and len(ranks[0]) == len(ranks[1]) == 8
     assert not ranks[0] & ranks[1] and len(ranks[0] | ranks[1]) == 16
+
+
+def test_state_saved_by_one_process_resumes_on_two(shapes, tmp_path):
+    _run(1, shapes, tmp_path / "one", *GAN, "--batch_size", "4", "--checkpoint_save_interval", "2")
+    state = tmp_path / "one" / "state" / "checkpoint-2"
+    log = _run(2, shapes, tmp_path / "two", *GAN, "--batch_size", "2", "--resume_from_checkpoint", str(state))
+    assert "parameters identical on all 2 processes" in log
+    assert [r["step"] for r in read_metrics(tmp_path / "two" / "logs" / "metrics.jsonl")] == [3, 4]
