@@ -53,7 +53,11 @@ class Prepared:
     text_cache: TextEmbeddingCache | None = None
 
     def trained(self) -> list:
-        return [m for m in (self.vae, self.discriminator, self.transformer) if m is not None]
+        """What ``accelerator.accumulate`` must cover: every module that gets gradients."""
+        models = [self.vae, self.discriminator, self.transformer]
+        if self.text_encoder is not None and any(p.requires_grad for p in self.text_encoder.parameters()):
+            models.append(self.text_encoder)
+        return [m for m in models if m is not None]
 
 
 def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
