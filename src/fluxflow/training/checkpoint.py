@@ -69,17 +69,23 @@ def save_weights(accelerator, output_path: str | Path, models: dict, tokenizer=N
     accelerator.wait_for_everyone()
 
 
-def save_model_folder(model, folder: str | Path) -> None:
-    """``model.save_pretrained(folder)`` through a temporary folder and a rename."""
+def write_folder_atomically(folder: str | Path, write) -> Path:
+    """``write(tmp)`` fills a temporary sibling folder, which then replaces ``folder`` by renames: readers see
+    the old folder or the new one, never a half-written one."""
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    old = folder.with_name(f".{folder.name}.old")
+    write(tmp)
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def save_model_folder(model, folder: str | Path) -> None:
+    """``model.save_pretrained(folder)``, atomically."""
+    write_folder_atomically(folder, model.save_pretrained)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ..pipelines import FluxFlowPipeline
+from .checkpoint import write_folder_atomically
 
 MODEL_CARD = """---
 library_name: diffusers
@@ -97,14 +96,10 @@ def save_flow_samples(pipe: FluxFlowPipeline, captions: list[str], sizes: list[i
 
 
 def export_pipeline(pipe: FluxFlowPipeline, folder: str | Path, card: dict) -> Path:
-    """``pipe.save_pretrained`` into ``folder`` through a temporary folder and a rename, with a model card."""
-    folder = Path(folder)
-    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    (tmp / "README.md").write_text(MODEL_CARD.format(**card), encoding="utf-8")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    """``pipe.save_pretrained`` into ``folder`` with a model card, atomically."""
+
+    def write(tmp: Path) -> None:
+        pipe.save_pretrained(tmp)
+        (tmp / "README.md").write_text(MODEL_CARD.format(**card), encoding="utf-8")
+
+    return write_folder_atomically(folder, write)
