@@ -54,6 +54,8 @@ class TrainConfig(DataConfig):
     scale_lr: bool = _f(False, "Multiply learning rates by the effective batch (batch_size x processes x "
                                "training_steps), as the diffusers scripts do")
     max_grad_norm: float = _f(1.0, "Clip each model's gradient norm to this (0: no clipping)")
+    max_nonfinite_steps: int = _f(10, "A step with a non-finite loss or gradient is skipped; this many in a row "
+                                      "stop the run (the last checkpoint is kept)")
     use_fp16: bool = _f(False, "fp16 mixed precision (the same as --mixed_precision fp16)")
     mixed_precision: str = _f("no", "Mixed precision of the Accelerator", MIXED_PRECISION)
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory")
@@ -167,7 +169,8 @@ class TrainConfig(DataConfig):
     def _range_problems(self) -> list[str]:
         at_least = {"n_epochs": 1, "batch_size": 1, "training_steps": 1, "log_interval": 1,
                     "checkpoint_save_interval": 1, "samples_per_checkpoint": 1, "workers": 0,
-                    "kl_warmup_steps": 0, "max_train_steps": 1, "checkpoints_total_limit": 1}
+                    "kl_warmup_steps": 0, "max_train_steps": 1, "max_nonfinite_steps": 1,
+                    "checkpoints_total_limit": 1}
         p = [f"--{k} must be >= {low}, got {getattr(self, k)}" for k, low in at_least.items()
              if getattr(self, k) is not None and getattr(self, k) < low]
         for k in ("kl_beta", "kl_free_bits", "lambda_adv", "l1_weight", "mse_weight", "max_grad_norm", "logit_std"):
