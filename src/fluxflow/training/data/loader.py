@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 
 import numpy as np
 import torch
@@ -17,6 +18,10 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    # Ctrl+C and SIGTERM reach the whole process group; the main process finishes its step and saves, so the
+    # workers must not die under it (they end with the main process).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_dataloader(dataset, batch_size: int, workers: int = 0, collate_fn=None, *, shuffle: bool = True,
