@@ -10,21 +10,41 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one training job: 0 when done; 2, after a one-line error on stderr, for a bad flag or file.
+
+    The whole config is validated before the trainer (models, Accelerate) is even imported, so a mistake
+    costs seconds, not a model build.
+    """
     from ..training.config import parse_config
     from ..training.data import DataError
+    from ..training.checkpoint import CheckpointError
     from ..training.errors import ConfigError
+    from ..training.guards import NonFiniteError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
         cfg, optim_sections = parse_config(argv)
+    except SystemExit as exit:  # argparse printed the help (0) or its usage error naming the flag (2)
+        return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 2
+    except ConfigError as err:
+        return _error(err)
+    try:
+        cfg.validate()
         from ..training.trainer import train
 
         train(cfg, optim_sections)
     except (ConfigError, DataError) as err:
-        print(f"fluxflow-train: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
+    except (NonFiniteError, CheckpointError) as err:  # the run started; the last checkpoint on disk is kept
+        print(f"fluxflow-train: stopped: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _error(err: Exception) -> int:
+    print(f"fluxflow-train: error: {err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

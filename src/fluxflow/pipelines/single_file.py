@@ -15,7 +15,6 @@ Writes go to a temporary name, are fsynced and renamed, so a reader never sees h
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
+from ..atomic import atomic_path
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
 
 MODEL_CLASSES = {cls.__name__: cls for cls in (FluxFlowVAE, FluxFlowTransformer, FluxFlowTextEncoder, PatchDiscriminator)}
@@ -64,17 +64,8 @@ def save_single_file(path: str | os.PathLike, models: dict, scheduler=None, toke
         metadata["fluxflow_tokenizer"] = json.dumps(tokenizer_files(tokenizer))
     if extra:
         metadata["fluxflow_extra"] = json.dumps(extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from ..atomic import atomic_path, replace_folder
 from ..pipelines import FluxFlowPipeline
-from .checkpoint import write_folder_atomically
 
 MODEL_CARD = """---
 library_name: diffusers
@@ -85,9 +85,8 @@ def save_flow_samples(pipe: FluxFlowPipeline, captions: list[str], sizes: list[i
                              guidance_scale=guidance_scale,
                              generator=torch.Generator().manual_seed(seed + index)).images[0]
                 path = flow_sample_path(folder, step, index, size)
-                tmp = path.with_name(f".{path.name}.tmp")
-                image.save(tmp, format="WEBP", lossless=True)
-                tmp.replace(path)
+                with atomic_path(path) as tmp:
+                    image.save(tmp, format="WEBP", lossless=True)
                 written.append(path)
     finally:
         for m, training in modes.items():
@@ -102,4 +101,4 @@ def export_pipeline(pipe: FluxFlowPipeline, folder: str | Path, card: dict) -> P
         pipe.save_pretrained(tmp)
         (tmp / "README.md").write_text(MODEL_CARD.format(**card), encoding="utf-8")
 
-    return write_folder_atomically(folder, write)
+    return replace_folder(folder, write)

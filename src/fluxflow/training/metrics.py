@@ -6,15 +6,25 @@ import json
 import math
 from pathlib import Path
 
+from ..atomic import write_text_atomically
+
 
 class MetricsLog:
     """Appends ``{"step": ..., name: value, ...}`` lines (main process only); non-finite values become null."""
 
-    def __init__(self, accelerator, folder: Path):
+    def __init__(self, accelerator, folder: Path, resumed_at: int = 0):
         self.accelerator = accelerator
         self.path = Path(folder) / "metrics.jsonl"
         if accelerator.is_main_process:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._truncate(resumed_at)
+
+    def _truncate(self, step: int) -> None:
+        """Drop lines after the step a run starts from: a resumed run logs those steps again (once)."""
+        if not self.path.exists():
+            return
+        rows = [row for row in read_metrics(self.path) if row["step"] <= step]
+        write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in rows))
 
     def log(self, step: int, values: dict[str, float]) -> None:
         clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fluxflow.atomic import write_text_atomically
 from fluxflow.training.errors import ConfigError, did_you_mean
 from fluxflow.training.optim_config import read_config_file
 from fluxflow.training.optim_schema import COMPONENTS, canonical
@@ -33,10 +34,7 @@ def save_lrs(path: str | os.PathLike, lrs: Any) -> None:
     ``lrs``: an ``OptimSchedSet`` (its ``.lrs()``) or a mapping component -> lr.
     """
     values = lrs.lrs() if hasattr(lrs, "lrs") else dict(lrs)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(values, indent=2) + "\n")
 
 
 def load_lrs(path: str | os.PathLike) -> dict[str, float]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
+from ..atomic import atomic_path
+
 VAE_SUFFIXES = ("-ctx", "-nc", "_ns_i", "_ns_o", "-nr_o")
 
 
@@ -58,9 +60,8 @@ def save_vae_samples(vae, images: list[tuple[str, torch.Tensor]], folder: str | 
         }
         for suffix, path in vae_sample_paths(folder, step, address).items():
             pil = processor.postprocess(outputs[suffix].float().cpu(), output_type="pil")[0]
-            tmp = path.with_name(f".{path.name}.tmp")
-            pil.save(tmp, format="WEBP", lossless=True)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                pil.save(tmp, format="WEBP", lossless=True)
             written.append(path)
     vae.train(was_training)
     return written

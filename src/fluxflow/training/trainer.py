@@ -23,13 +23,15 @@ from tqdm.auto import tqdm
 
 from ..models import FluxFlowTransformer
 from ..pipelines import tokenize_prompts
-from .checkpoint import resolve_resume, save_model_folder, save_state, save_weights
+from .checkpoint import (check_free_space, load_state, resolve_resume, save_model_folder, save_state, save_weights,
+                         set_aside_earlier_state)
 from .components import Components, build_components
 from .config import TrainConfig
 from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader
 from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_step import FlowObjective, TextEmbeddingCache, drop_captions
+from .guards import NonFiniteError, StopSignal, agree, assert_finite_weights, step_is_finite
 from .metrics import MetricsLog
 from .optim import DEFAULT_LR, LR_FILE, build_optimizers_and_schedulers, load_lrs, load_optim_sched_config, save_lrs
 from .progress import TrainProgress
@@ -75,6 +77,9 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
                           "--train_diff); train the VAE and GAN with DDP: accelerate_configs/multi_gpu.yaml")
     cfg.seed = _shared_seed(accelerator, cfg.seed)
     set_seed(cfg.seed)
+    resume = resolve_resume(out, cfg.resume_from_checkpoint)
+    if resume is None and accelerator.is_main_process:
+        set_aside_earlier_state(out, continuing=bool(cfg.model_checkpoint or cfg.preserve_lr))
 
     # models and data
     components = build_components(cfg)
@@ -107,74 +112,83 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         run.text_cache = TextEmbeddingCache(run.text_encoder, tokenizer, max_length)
     for part in optim.values():
         part.optimizer = accelerator.prepare(part.optimizer)
-    progress = TrainProgress(cfg.seed + accelerator.process_index, accelerator.device)
-    accelerator.register_for_checkpointing(optim, progress)
-    if run.ema is not None:
-        accelerator.register_for_checkpointing(run.ema)
-    resume = resolve_resume(out, cfg.resume_from_checkpoint)
+    progress = TrainProgress(cfg.seed, accelerator.process_index, accelerator.device)
+    run_state = {"progress": progress, "optim": optim, **({"ema": run.ema} if run.ema is not None else {})}
+    if accelerator.is_main_process:
+        check_free_space(out, components.saved())
     if resume is not None:
-        accelerator.load_state(str(resume))
+        load_state(accelerator, resume, run_state)
         logger.info("resumed from %s at step %d", resume, progress.global_step)
 
     # the loop
     objectives = (VAEObjective(cfg), FlowObjective(cfg))
-    metrics = MetricsLog(accelerator, out / "logs")
+    metrics = MetricsLog(accelerator, out / "logs", resumed_at=progress.global_step)
     sample_every = cfg.checkpoint_save_interval * cfg.samples_per_checkpoint
     if resume is None:
         _samples(accelerator, cfg, components, run, tokenizer, test_images, out, 0)
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process,
                desc="training")
     window, started = defaultdict(float), time.perf_counter()
-    while progress.global_step < total_steps:
-        if order is not None:
-            order.manual_seed(cfg.seed + progress.epoch)
-        if buckets is not None:
-            buckets.set_epoch(progress.epoch)
-        epoch_batches = accelerator.skip_first_batches(loader, progress.batches_in_epoch) \
-            if progress.batches_in_epoch else loader
-        epoch_batches.set_epoch(progress.epoch)  # Accelerate passes it to the data set (crops, flips)
-        for batch in epoch_batches:
-            progress.batches_in_epoch += 1
-            with accelerator.accumulate(*run.trained()):
-                logs = _micro_step(accelerator, cfg, objectives, components, run, optim, batch, null_tokens,
-                                   progress)
-            for key, value in logs.items():
-                window[key] += float(value)
-            window["micro_batches"] += 1
-            if not accelerator.sync_gradients:
+    with StopSignal() as stop:  # SIGTERM/SIGINT: finish the step, save, exit 0
+        while progress.global_step < total_steps:
+            if order is not None:
+                order.manual_seed(cfg.seed + progress.epoch)
+            if buckets is not None:
+                buckets.set_epoch(progress.epoch)
+            epoch_batches = accelerator.skip_first_batches(loader, progress.batches_in_epoch) \
+                if progress.batches_in_epoch else loader
+            epoch_batches.set_epoch(progress.epoch)  # Accelerate passes it to the data set (crops, flips)
+            for batch in epoch_batches:
+                progress.batches_in_epoch += 1
+                with accelerator.accumulate(*run.trained()):
+                    logs = _micro_step(accelerator, cfg, objectives, components, run, batch, null_tokens, progress)
+                    if accelerator.sync_gradients:  # one decision for all processes: skip the step? stop after it?
+                        finite = step_is_finite(logs, grads=accelerator.scaler is None)
+                        nonfinite, stopping = agree(accelerator, not finite, stop.received is not None)
+                        stepped = _optimizer_step(optim, logs, skip=nonfinite)
+                for key, value in logs.items():
+                    window[key] += float(value)
+                window["micro_batches"] += 1
+                if not accelerator.sync_gradients:
+                    continue
+                progress.global_step += 1
+                _count_nonfinite(progress, cfg, out, nonfinite, logs)
+                if run.ema is not None and stepped:
+                    run.ema.step(accelerator.unwrap_model(run.transformer).parameters())
+                progress.start_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(logs.get('loss/vae', logs.get('loss/flow', 0.0))):.4f}",
+                                lr=f"{next(iter(optim.lrs().values())):.2e}")
+                step = progress.global_step
+                if step % cfg.log_interval == 0 or step == total_steps or stopping:
+                    _log(metrics, accelerator, cfg, optim, progress, window, time.perf_counter() - started)
+                    window, started = defaultdict(float), time.perf_counter()
+                if stopping:  # preempted or interrupted: save now, skip the end-of-run exports
+                    _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step, run_state)
+                    accelerator.end_training()
+                    logger.warning("%s: stopped after step %d with a checkpoint; continue with the same command "
+                                   "plus --resume_from_checkpoint latest", stop.name, step)
+                    return out
+                if step % cfg.checkpoint_save_interval == 0 and step < total_steps:
+                    _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step, run_state)
+                if step % sample_every == 0 and step < total_steps:
+                    _samples(accelerator, cfg, components, run, tokenizer, test_images, out, step)
+                if step >= total_steps:
+                    break
+            else:
+                progress.epoch += 1
+                progress.batches_in_epoch = 0
+                if steps_per_epoch == 0:
+                    raise ConfigError("the data set gave no batch: lower --batch_size or check the data")
                 continue
-            progress.global_step += 1
-            if run.ema is not None:
-                run.ema.step(accelerator.unwrap_model(run.transformer).parameters())
-            for name, part in optim.items():
-                part.step(logs.get(_MONITORED[name]))
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(logs.get('loss/vae', logs.get('loss/flow', 0.0))):.4f}",
-                            lr=f"{next(iter(optim.lrs().values())):.2e}")
-            step = progress.global_step
-            if step % cfg.log_interval == 0 or step == total_steps:
-                _log(metrics, accelerator, cfg, optim, step, progress.epoch, window, time.perf_counter() - started)
-                window, started = defaultdict(float), time.perf_counter()
-            if step % cfg.checkpoint_save_interval == 0 and step < total_steps:
-                _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step)
-            if step % sample_every == 0 and step < total_steps:
-                _samples(accelerator, cfg, components, run, tokenizer, test_images, out, step)
-            if step >= total_steps:
-                break
-        else:
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
-            if steps_per_epoch == 0:
-                raise ConfigError("the data set gave no batch: lower --batch_size or check the data")
-            continue
-        break
+            break
     bar.close()
 
     # the end: a sync check, latent statistics, final checkpoint, exported models, last samples
     _check_parameters_in_sync(accelerator, components)
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(accelerator, components.vae, loader, progress)
-    _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, progress.global_step)
+    _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, progress.global_step, run_state)
     if accelerator.is_main_process:
         save_model_folder(accelerator.unwrap_model(components.vae), out / "vae")
         if components.transformer is not None:
@@ -213,8 +227,9 @@ def _prepare(accelerator, cfg: TrainConfig, components: Components) -> Prepared:
     return run
 
 
-def _micro_step(accelerator, cfg, objectives, components, run, optim, batch, null_tokens, progress) -> dict:
-    """Forward, losses and backward of one micro-batch; the optimizers step only on sync steps."""
+def _micro_step(accelerator, cfg, objectives, components, run, batch, null_tokens, progress) -> dict:
+    """Forward, losses and backward of one micro-batch; on sync steps also each model's gradient norm
+    (clipped to ``--max_grad_norm`` when it is > 0; measured always, as the non-finite check reads it)."""
     vae_objective, flow_objective = objectives
     x, logs, z = batch["pixel_values"], {}, None
     if run.vae is not None:
@@ -239,17 +254,49 @@ def _micro_step(accelerator, cfg, objectives, components, run, optim, batch, nul
         f_loss, f_logs = flow_objective.loss(run.transformer, latents, (*text, mask), progress.noise)
         accelerator.backward(f_loss)
         logs.update(f_logs, **{"flow/caption_dropout": dropped.float().mean()})
-    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+    if accelerator.sync_gradients:
         named = {"vae": run.vae, "discriminator": run.discriminator, "flow": run.transformer,
                  "text_encoder": run.text_encoder if cfg.train_text_encoder else None}
         for name, module in named.items():
             if module is not None:
                 params = [p for p in module.parameters() if p.requires_grad]
-                logs[f"grad_norm/{name}"] = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-    for part in optim.values():
-        part.optimizer.step()
-        part.optimizer.zero_grad(set_to_none=True)
+                norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+                if norm is not None:  # DeepSpeed clips inside its engine and returns None
+                    logs[f"grad_norm/{name}"] = norm
     return logs
+
+
+def _optimizer_step(optim, logs: dict, skip: bool) -> bool:
+    """Step every optimizer and its scheduler once, or, for a non-finite step, none of them (the gradients
+    are dropped). Returns whether the weights changed (an fp16 overflow step is skipped by the grad scaler)."""
+    for part in optim.values():
+        if not skip:
+            part.optimizer.step()
+        part.optimizer.zero_grad(set_to_none=True)
+    if skip:
+        return False
+    stepped = [part.step(logs.get(_MONITORED[name])) for name, part in optim.items()]
+    return all(stepped)
+
+
+def _count_nonfinite(progress, cfg, out, nonfinite: bool, logs: dict) -> None:
+    """Count a skipped step; ``--max_nonfinite_steps`` of them in a row end the run."""
+    if not nonfinite:
+        progress.nonfinite_in_a_row = 0
+        return
+    progress.skipped_steps += 1
+    progress.nonfinite_in_a_row += 1
+    bad = sorted(k for k, v in logs.items() if k.startswith(("loss/", "grad_norm/")) and not math.isfinite(float(v)))
+    logger.warning("step %d skipped: non-finite %s (%d in a row, %d in all)", progress.global_step,
+                   ", ".join(bad) or "values on another process", progress.nonfinite_in_a_row, progress.skipped_steps)
+    if progress.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+        kept = resolve_resume(out, "latest")
+        raise NonFiniteError(
+            f"steps {progress.global_step - progress.nonfinite_in_a_row + 1}-{progress.global_step}: "
+            f"{progress.nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient "
+            f"(--max_nonfinite_steps {cfg.max_nonfinite_steps}); stopping. "
+            + (f"The last checkpoint, {kept}, is kept" if kept else "No checkpoint was saved yet")
+            + "; try a lower --lr, a --max_grad_norm, or fp32, then --resume_from_checkpoint latest")
 
 
 def _flow_latents(vae, x, z, generator) -> torch.Tensor:
@@ -287,7 +334,7 @@ def _run_length(cfg: TrainConfig, loader) -> tuple[int, int]:
     return total, steps_per_epoch
 
 
-def _log(metrics, accelerator, cfg, optim, step, epoch, window, seconds) -> None:
+def _log(metrics, accelerator, cfg, optim, progress, window, seconds) -> None:
     """Averages of the window, over its micro-batches and over all processes (every process calls this)."""
     n = max(window.pop("micro_batches"), 1)
     keys = sorted(window)
@@ -297,22 +344,24 @@ def _log(metrics, accelerator, cfg, optim, step, epoch, window, seconds) -> None
     values = dict(zip(keys, means.tolist()))
     values.update({f"lr/{name}": lr for name, lr in optim.lrs().items()})
     images = n * cfg.batch_size * accelerator.num_processes
-    values.update({"epoch": epoch, "step_time": seconds * cfg.training_steps / n,
+    values.update({"epoch": progress.epoch, "skipped_steps": progress.skipped_steps, "step_time": seconds * cfg.training_steps / n,
                    "samples_per_s": images / max(seconds, 1e-9),
                    "samples_per_s_per_process": images / accelerator.num_processes / max(seconds, 1e-9)})
+    step = progress.global_step
     metrics.log(step, values)
     if accelerator.is_main_process:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith(("loss/", "lr/")))
         logger.info("step %d: %s, %.1f samples/s", step, shown, values["samples_per_s"])
 
 
-def _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step) -> None:
+def _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step, run_state) -> None:
     models = components.saved()
     if run.ema is not None:
         models["transformer_ema"] = ema_copy(accelerator.unwrap_model(run.transformer), run.ema)
+    assert_finite_weights({name: accelerator.unwrap_model(m) for name, m in models.items()}, step)
     scheduler = sampling_scheduler(cfg.timestep_shift) if components.transformer is not None else None
     save_weights(accelerator, out, models, tokenizer=tokenizer, scheduler=scheduler, extra={"global_step": step})
-    save_state(accelerator, out, step, cfg.checkpoints_total_limit)
+    save_state(accelerator, out, step, run_state, cfg.checkpoints_total_limit)
     if accelerator.is_main_process:
         save_lrs(out / LR_FILE, optim)
         if cfg.plot_graphs and (out / "logs" / "metrics.jsonl").exists():

@@ -1,0 +1,78 @@
+"""What may skip an optimizer step or end a run early: a non-finite loss or gradient, a stop signal.
+
+Every process takes the same decision: the flags are summed across processes once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+
+import torch
+
+logger = logging.getLogger("fluxflow.train")
+
+
+class NonFiniteError(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient, or weights became non-finite."""
+
+
+class StopSignal:
+    """SIGTERM/SIGINT ask the run to finish its current step, save a checkpoint and exit 0.
+
+    A second SIGINT (Ctrl+C twice) interrupts at once. Handlers are installed only in the main thread and
+    restored on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        logger.warning("%s received: finishing this step, then saving a checkpoint", signal.Signals(signum).name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "a stop request"
+
+
+def step_is_finite(logs: dict, grads: bool = True) -> bool:
+    """Whether every loss and (with ``grads``) every gradient norm of this step is finite; a NaN/Inf
+    gradient gives a NaN/Inf norm. Under fp16 an overflowing gradient is the grad scaler's to skip, so there
+    only the losses count."""
+    keys = ("loss/", "grad_norm/") if grads else ("loss/",)
+    return all(math.isfinite(float(v)) for k, v in logs.items() if k.startswith(keys))
+
+
+def agree(accelerator, *flags: bool) -> list[bool]:
+    """Each flag, true on any process (one collective per call under several processes)."""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    summed = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
+    return [bool(v > 0) for v in summed.tolist()]
+
+
+def assert_finite_weights(models: dict, step: int) -> None:
+    """Refuse to save a model with a NaN or Inf weight: the previous checkpoint stays the latest."""
+    for name, model in models.items():
+        for key, value in model.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise NonFiniteError(f"step {step}: {name}.{key} holds NaN/Inf values; not saving a checkpoint "
+                                     "(the last one on disk is kept). Lower --lr or --max_grad_norm and resume "
+                                     "with --resume_from_checkpoint latest")
