@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .data.config import DataConfig, _f
 from .errors import ConfigError, did_you_mean
+from .optim_config import load_optim_sched_config
 from .optim_config import read_config_file as read_structured_file
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -137,7 +139,8 @@ class TrainConfig(DataConfig):
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming every bad flag; reads only the file system."""
-        problems = [*self._mode_problems(), *self._range_problems(), *self._file_problems()]
+        problems = [*self._mode_problems(), *self._range_problems(), *self._size_problems(),
+                    *self._file_problems()]
         try:
             DataConfig.validate(self)
         except ConfigError as err:
@@ -167,6 +170,14 @@ class TrainConfig(DataConfig):
         return p
 
     def _range_problems(self) -> list[str]:
+        """Values outside their range; a NaN or infinite number is named once, as such (it slips past `<`)."""
+        nonfinite = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
+                     and not math.isfinite(getattr(self, f.name))]
+        p = [f"--{k} must be a finite number, got {getattr(self, k)}" for k in nonfinite]
+        return p + [problem for problem in self._bound_problems()
+                    if problem.split(" ", 1)[0].removeprefix("--") not in nonfinite]
+
+    def _bound_problems(self) -> list[str]:
         at_least = {"n_epochs": 1, "batch_size": 1, "training_steps": 1, "log_interval": 1,
                     "checkpoint_save_interval": 1, "samples_per_checkpoint": 1, "workers": 0,
                     "kl_warmup_steps": 0, "max_train_steps": 1, "max_nonfinite_steps": 1,
@@ -204,23 +215,83 @@ class TrainConfig(DataConfig):
             p.append("--train_vae with --l1_weight 0 and --mse_weight 0 has no reconstruction loss")
         return p
 
+    def _size_problems(self) -> list[str]:
+        """Image sides the models take: multiples of the VAE's downsampling, times the flow's patch size when
+        the flow trains (else the first batch fails inside a model)."""
+        if self.model_checkpoint or self.model_preset not in PRESETS \
+                or self.flow_patch_size not in (None, 1, 2):
+            return []  # a checkpoint's models decide; a bad preset or patch size is named elsewhere
+        from ..models.presets import preset_config
+
+        stages = self.vae_block_out_channels or preset_config(self.model_preset, "vae")["block_out_channels"]
+        down = 2 ** (len(stages) - 1)
+        patch = self.flow_patch_size or preset_config(self.model_preset, "transformer")["patch_size"]
+        patch = patch if self.trains_flow else 1
+        why = f"the VAE downsamples {down}x" + (f", the flow processor takes {patch}x{patch} patches"
+                                                 if patch > 1 else "")
+        if self.aspect_buckets:  # bucket sides are multiples of --bucket_step (not of 8: named by DataConfig)
+            if self.bucket_step >= 8 and not self.bucket_step % 8 and self.bucket_step % (down * patch):
+                return [f"--bucket_step must be a multiple of {down * patch} with --aspect_buckets ({why}), "
+                        f"got {self.bucket_step}"]
+        elif isinstance(self.img_size, int) and self.img_size >= 8 and self.img_size % (down * patch):
+            return [f"--img_size must be a multiple of {down * patch} ({why}), got {self.img_size}"]
+        return []
+
     def _file_problems(self) -> list[str]:
         p = [f"--test_image_address {path!r} is not a file" for path in self.test_image_address
              if not os.path.isfile(path)]
         if self.optim_sched_config and not os.path.isfile(self.optim_sched_config):
             p.append(f"--optim_sched_config {self.optim_sched_config!r} is not a file")
-        if self.model_checkpoint and not os.path.exists(self.model_checkpoint):
-            p.append(f"--model_checkpoint {self.model_checkpoint!r} does not exist")
+        elif self.optim_sched_config:
+            try:
+                load_optim_sched_config(self.optim_sched_config)
+            except ConfigError as err:
+                p += [f"--optim_sched_config {self.optim_sched_config}: {q}" for q in err.problems]
+        p += self._checkpoint_problems()
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
             p.append(f"--resume_from_checkpoint must be 'latest' or a state/checkpoint-* folder, got {resume!r}")
+        elif resume and resume != "latest" and not any(Path(resume).iterdir()):
+            p.append(f"--resume_from_checkpoint {resume!r} is an empty folder, not a saved state")
         if self.report_to != "none" and importlib.util.find_spec(self.report_to) is None:
             p.append(f"--report_to {self.report_to} needs the {self.report_to!r} package: pip install {self.report_to}")
+        return p + self._output_problems()
+
+    def _checkpoint_problems(self) -> list[str]:
+        """``--model_checkpoint``: a fluxflow ``.safetensors`` file (its header is read, not its tensors) or a
+        pipeline / model folder, as ``load_checkpoint_models`` takes them."""
+        path = self.model_checkpoint
+        if not path:
+            return []
+        if not os.path.exists(path):
+            return [f"--model_checkpoint {path!r} does not exist"]
+        if os.path.isdir(path):
+            if not (Path(path, "vae", "config.json").is_file() or Path(path, "config.json").is_file()):
+                return [f"--model_checkpoint {path!r} is a folder without vae/config.json or config.json: "
+                        f"give a checkpoint.safetensors, a pipeline folder or a vae/ folder"]
+            return []
+        from ..pipelines.single_file import read_metadata
+
+        try:
+            read_metadata(path)
+        except Exception as err:  # safetensors raises its own error type for a file that is not safetensors
+            return [f"--model_checkpoint {path!r} is not a fluxflow checkpoint.safetensors "
+                    f"({' '.join(str(err).split()) or type(err).__name__})"]
+        return []
+
+    def _output_problems(self) -> list[str]:
+        """``--output_path`` must be a folder, or creatable in the nearest existing folder above it."""
         out = Path(self.output_path)
         existing = next((d for d in (out, *out.parents) if d.exists()), None)
-        if existing is not None and not os.access(existing, os.W_OK):
-            p.append(f"--output_path {self.output_path!r} is not writable ({existing} is read-only)")
-        return p
+        if existing is None:
+            return []
+        if existing == out and not out.is_dir():
+            return [f"--output_path {self.output_path!r} is a file, not a folder"]
+        if not existing.is_dir():
+            return [f"--output_path {self.output_path!r} cannot be created: {str(existing)!r} is a file"]
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return [f"--output_path {self.output_path!r} is not writable ({existing} is read-only)"]
+        return []
 
 
 # ---------------------------------------------------------------------- argparse from the schema
@@ -263,49 +334,74 @@ def _base_type(kind) -> type:
 
 
 def read_config_file(path: str | os.PathLike) -> tuple[dict, dict]:
-    """``(training fields, optimizer/scheduler sections)`` of a YAML/JSON config; unknown keys are errors."""
+    """``(training fields, optimizer/scheduler sections)`` of a YAML/JSON config.
+
+    Every problem of the file is named at once, with its key path (``training.lr``): unknown keys, values of
+    the wrong type (``null`` only where a flag's default is ``None``), and the checks of the sections.
+    """
     path = Path(path)
     data = read_structured_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping of option names, got {type(data).__name__}",
                           source=str(path))
-    names = {f.name for f in fields(TrainConfig)}
+    names, types = {f.name for f in fields(TrainConfig)}, _field_types()
     values, optim, problems = {}, {}, []
     for key, value in data.items():
         if key in OPTIM_SECTIONS:
             optim[key] = value
-        elif key in GROUPS and isinstance(value, dict):
+        elif key in GROUPS:
+            if not isinstance(value, dict):
+                problems.append(f"{key} must be a mapping of option names, got {type(value).__name__}")
+                continue
             for sub, v in value.items():
                 if sub in names:
                     values[sub] = v
+                    problems += _type_problems(f"{key}.{sub}", types[sub], v)
+                elif sub in OPTIM_SECTIONS:
+                    problems.append(f"{key}.{sub}: the {sub} section belongs at the top level, not in {key}")
                 else:
                     problems.append(f"{key}.{sub} is not an option{did_you_mean(sub, names)}")
         elif key in names:
             values[key] = value
+            problems += _type_problems(str(key), types[key], value)
         else:
             problems.append(f"{key} is not an option{did_you_mean(key, [*names, *OPTIM_SECTIONS, *GROUPS])}")
+    if optim:
+        try:
+            load_optim_sched_config(optim)
+        except ConfigError as err:
+            problems += err.problems
     if problems:
         raise ConfigError(problems, source=str(path))
     return values, optim
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
-    """Command line (+ ``--config`` file) -> ``(TrainConfig, optimizer/scheduler sections of the file)``."""
+    """Command line (+ ``--config`` file) -> ``(TrainConfig, optimizer/scheduler sections of the file)``.
+
+    Bad flag values end in argparse's usage error (``SystemExit(2)``); a bad file in a :class:`ConfigError`.
+    """
     given = vars(build_parser(show_defaults=False).parse_args(argv))
     values, optim = ({}, {})
     config_file = given.pop("config", None)
     if config_file:
         values, optim = read_config_file(config_file)
     values.update(given)
-    types = _field_types()
-    problems = []
-    for key, value in values.items():
-        kind = types[key]
-        if value is not None and not _matches(kind, value):
-            problems.append(f"{key} must be {_describe(kind)}, got {value!r}")
-    if problems:
-        raise ConfigError(problems, source=config_file)
+    if values.get("optim_sched_config") and optim:
+        raise ConfigError(f"give the optimizer/scheduler config either with --optim_sched_config or in the "
+                          f"--config file ({', '.join(optim)}), not both", source=config_file)
     return TrainConfig(**values), optim
+
+
+def _type_problems(path: str, kind, value) -> list[str]:
+    """``[]`` when ``value`` fits the field type ``kind``, else the one problem naming ``path``."""
+    if value is None:
+        return [] if type(None) in typing.get_args(kind) else [f"{path} must be {_describe(kind)}, got null"]
+    if not _matches(kind, value):
+        return [f"{path} must be {_describe(kind)}, got {value!r}"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path} must be a finite number, got {value}"]
+    return []
 
 
 def _matches(kind, value) -> bool:

@@ -124,6 +124,8 @@ class DataConfig:
             p.append(f"--max_image_pixels must be >= 1, got {self.max_image_pixels}")
         if not self.dataset_split:
             p.append("--dataset_split must not be empty")
+        if self.seed is not None and not 0 <= self.seed < 2**32:  # numpy's seeds are unsigned 32-bit
+            p.append(f"--seed must be in [0, 2^32 - 1], got {self.seed}")
         return p
 
 

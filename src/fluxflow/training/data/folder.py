@@ -2,11 +2,16 @@
 
 Format (UTF-8, one sample per line): ``file_name<TAB>caption``. The line is split at its *first* tab only,
 so a caption may itself contain tabs. Blank lines and lines starting with ``#`` are ignored; Windows line
-ends and a byte-order mark are tolerated. ``file_name`` is relative to ``--data_path`` (subfolders allowed).
+ends and a byte-order mark are tolerated. ``file_name`` is relative to ``--data_path`` (subfolders allowed,
+``..`` out of it not). Lines end at LF, CR or CRLF only: other Unicode line separators (U+2028, NEL, form
+feed) are part of the caption, not the end of the line.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,28 +22,43 @@ from fluxflow.training.errors import ConfigError
 
 @dataclass(frozen=True)
 class CaptionLine:
-    """One sample of a captions file: where it was (for messages), the image name and the caption."""
+    """One sample of a captions file: where it was (for messages), the image name and the caption.
+
+    ``problem`` is set for a line that cannot be used as text (not UTF-8): it is a bad sample, not an error
+    for the whole file, so one stray byte does not stop a run.
+    """
 
     line: int
     file_name: str
     caption: str
+    problem: str = ""
 
 
 def read_captions_file(path: str | Path) -> list[CaptionLine]:
-    """Parse a captions file; a file that is not UTF-8 or has no TAB on any line fails with its name."""
+    """Parse a captions file; a file that is not UTF-8 at all or has no TAB on any line fails with its name.
+
+    A single line that is not UTF-8 comes back with ``problem`` set (its name decoded with replacement
+    characters, for messages); when every line is like that, the file is simply not UTF-8.
+    """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"--captions_file {str(path)!r} is not UTF-8 text ({e})") from None
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     out: list[CaptionLine] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r\n")
+    first_error = None
+    # bytes.splitlines() splits at LF, CR and CRLF only; str.splitlines() would also split a caption at
+    # U+2028, NEL or a form feed and turn its tail into a bogus line.
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line, problem = raw.decode("utf-8"), ""
+        except UnicodeDecodeError as e:
+            first_error = first_error or e
+            line, problem = raw.decode("utf-8", "replace"), f"not UTF-8 ({e.reason} at byte {e.start})"
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, tab, caption = line.partition("\t")
-        out.append(CaptionLine(number, name.strip(), caption.strip() if tab else ""))
-    if out and not any("\t" in raw for raw in text.splitlines()):
+        out.append(CaptionLine(number, name.strip(), caption.strip() if tab else "", problem))
+    if out and all(cl.problem for cl in out):
+        raise ConfigError(f"--captions_file {str(path)!r} is not UTF-8 text ({first_error})")
+    if out and b"\t" not in data:
         raise ConfigError(f"--captions_file {str(path)!r}: no line has a TAB; expected "
                           f"'file_name<TAB>caption' per line (first line: {out[0].file_name!r})")
     return out
@@ -82,11 +102,25 @@ class FolderRecords:
         self.n_named = len(lines)
 
     def _check(self, cl: CaptionLine) -> BadSample | None:
-        where = f"{cl.file_name} (line {cl.line})"
+        where = _where(cl)
+        if cl.problem:
+            return BadSample("unreadable", where, cl.problem)
         path = self.root / cl.file_name
-        if not path.is_file():
-            return BadSample("missing", where, f"not found under {self.root}")
-        if path.stat().st_size == 0:
+        # Judged on the written name, not on resolved links: a folder of symlinks into a shared store is fine.
+        rel = os.path.relpath(path, self.root) if cl.file_name else os.curdir
+        if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            return BadSample("missing", where, f"not a file name under --data_path {str(self.root)!r}")
+        try:
+            st = path.stat()
+        except OSError as e:  # no such file, a dangling link, a name too long for the file system, ...
+            gone = e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)
+            return BadSample("missing" if gone else "unreadable", where,
+                             f"not found under {self.root}" if gone else str(e))
+        except ValueError:  # a NUL byte in the name
+            return BadSample("missing", where, "not a valid file name")
+        if not stat.S_ISREG(st.st_mode):
+            return BadSample("missing", where, "a directory or special file, not an image file")
+        if st.st_size == 0:
             return BadSample("zero_byte", where)
         if not cl.caption:
             return BadSample("empty_caption", where)
@@ -98,7 +132,13 @@ class FolderRecords:
     def raw(self, i: int) -> tuple[str, str, str]:
         """``(path, caption, name)`` of record ``i``."""
         cl = self.lines[i]
-        return str(self.root / cl.file_name), cl.caption, f"{cl.file_name} (line {cl.line})"
+        return str(self.root / cl.file_name), cl.caption, _where(cl)
+
+
+def _where(cl: CaptionLine, limit: int = 120) -> str:
+    """``"name (line N)"`` for messages; a very long name (a caption line without its TAB) is shortened."""
+    name = cl.file_name if len(cl.file_name) <= limit else f"{cl.file_name[:limit]}..."
+    return f"{name} (line {cl.line})"
 
 
 def strict_error(problems: list[BadSample], n_total: int, shown: int = 10) -> DataError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -59,28 +60,93 @@ def open_image(source: str | os.PathLike | bytes, name: str, max_pixels: int,
         with warnings.catch_warnings():
             # PIL warns between 1x and 2x its own limit and raises above 2x; we apply our own limit below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fp)
-            if im.width * im.height > max_pixels:
-                raise BadSample("bomb", name,
-                                f"{im.width}x{im.height} pixels > max_image_pixels={max_pixels}")
-            if draft_size and im.format == "JPEG":
-                im.draft(im.mode, (draft_size, draft_size))
-            _no_truncated_loads()
-            im.load()
-        return ImageOps.exif_transpose(im)
+            # Closed on the way out, errors included: multi-frame formats (GIF, APNG, WebP, TIFF) keep their
+            # file open after load(); what we return is exif_transpose's copy.
+            with Image.open(fp) as im:
+                if im.width * im.height > max_pixels:
+                    raise BadSample("bomb", name,
+                                    f"{im.width}x{im.height} pixels > max_image_pixels={max_pixels}")
+                if draft_size and im.format == "JPEG":
+                    im.draft(im.mode, (draft_size, draft_size))
+                _no_truncated_loads()
+                im.load()
+                return ImageOps.exif_transpose(im)
     except BadSample:
         raise
     except Image.DecompressionBombError as e:
         raise BadSample("bomb", name, str(e)) from None
-    except UnidentifiedImageError:
-        raise BadSample("not_image", name) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # PIL says "image file is truncated" / "Truncated File Read" when the data ends early; anything
-        # else (corrupt compressed data, an I/O error) is "unreadable".
-        kind = "truncated" if "truncated" in str(e).lower() or isinstance(e, EOFError) else "unreadable"
-        raise BadSample(kind, name, str(e)) from None
-    except Exception as e:  # noqa: BLE001 -- any other decoder failure is one bad file, not a crash
-        raise BadSample("unreadable", name, f"{type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- any decoder failure is one bad file, not a crash
+        known = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+        detail = "" if isinstance(e, UnidentifiedImageError) else (
+            str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}")
+        raise BadSample(_failure_kind(source, e), name, detail) from None
+
+
+_CHECK_BYTES = 64 << 20  # at most this much of a file that failed is read again to tell why
+
+
+def _failure_kind(source: str | os.PathLike | bytes, error: Exception) -> str:
+    """``truncated``, ``unreadable`` or ``not_image`` for a file PIL failed on.
+
+    PIL reports a file that ends early in several ways depending on where it ends ("cannot identify" when
+    the header is cut, "could not create decoder object" for WebP, "truncated" elsewhere), so the file's
+    own structure decides first. A file that starts like an image but cannot be identified (a corrupt
+    header) is ``unreadable``, like corrupt pixel data or an I/O error; only other files are ``not_image``.
+    """
+    data, whole, said = source, True, str(error)
+    if not isinstance(source, (bytes, bytearray)):
+        said = said.replace(os.fspath(source), "")  # PIL's words count, not a file name saying "truncated"
+        try:
+            with open(source, "rb") as f:
+                data = f.read(_CHECK_BYTES)
+                whole = not f.read(1)  # a huge non-image (a video named .jpg) is not read to its end
+        except OSError:
+            data = b""
+    if (whole and ends_early(bytes(data))) or isinstance(error, EOFError) or "truncated" in said.lower():
+        return "truncated"
+    if isinstance(error, UnidentifiedImageError) and image_format(data) is None:
+        return "not_image"
+    return "unreadable"
+
+
+def image_format(data: bytes) -> str | None:
+    """``"png"``, ``"jpeg"``, ``"webp"``, ``"gif"``, ``"bmp"`` or ``"tiff"`` from the first bytes, or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8"):  # start of image; the next marker may be cut off
+        return "jpeg"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if data.startswith(b"BM") and len(data) >= 14 and data[6:10] == b"\0\0\0\0":  # reserved, always 0
+        return "bmp"
+    if data.startswith((b"II*\0", b"MM\0*")):
+        return "tiff"
+    return None
+
+
+def ends_early(data: bytes) -> bool:
+    """True when ``data`` starts like a PNG, JPEG, WebP, GIF or BMP file but stops before its end marker
+    (PNG ``IEND``, JPEG ``EOI``, GIF trailer) or the length its header declares (WebP, BMP)."""
+    kind = image_format(data)
+    if kind == "png":
+        pos = 8
+        while pos + 12 <= len(data):
+            length, chunk = struct.unpack(">I4s", data[pos:pos + 8])
+            pos += 12 + length
+            if chunk == b"IEND":
+                return pos > len(data)
+        return True
+    if kind == "jpeg":
+        return not data.rstrip(b"\0").endswith(b"\xff\xd9")
+    if kind == "gif":
+        return not data.rstrip(b"\0").endswith(b";")
+    if kind == "webp":  # RIFF size: the bytes after the first 8
+        return len(data) < 8 + int.from_bytes(data[4:8], "little")
+    if kind == "bmp":  # file size
+        return len(data) < int.from_bytes(data[2:6], "little")
+    return False
 
 
 def _no_truncated_loads() -> None:
@@ -127,8 +193,9 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     """Scale high-bit-depth single-channel modes to ``L`` (PIL's own convert clips them at 255)."""
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        if im.mode == "F":
-            top = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
+        if im.mode == "F":  # [0, 1] or [0, 255] data; NaN and infinite pixels must not decide which
+            finite = a[np.isfinite(a)]
+            top = 1.0 if finite.size and finite.max() <= 1.0 else 255.0
         elif im.mode == "I" and a.size and a.max() <= 255:
             top = 255.0
         else:
