@@ -55,6 +55,13 @@ def resolve_resume(output_path: str | Path, resume: str | None) -> Path | None:
     return folder
 
 
+def remove_leftovers(output_path: str | Path) -> None:
+    """Delete the temporary files and folders of saves that a kill interrupted (never a complete checkpoint)."""
+    for folder in (Path(output_path), Path(output_path) / STATE_DIR):
+        for leftover in folder.glob(".*.tmp") if folder.is_dir() else []:
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
 def set_aside_earlier_state(output_path: str | Path, continuing: bool) -> None:
     """A new run (no ``--resume_from_checkpoint``) in a folder holding an earlier run's state folders: with
     ``--model_checkpoint``/``--preserve_lr`` (continuing from weights, the earlier release's way) the old

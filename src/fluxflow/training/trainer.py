@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from ..models import FluxFlowTransformer
 from ..pipelines import tokenize_prompts
-from .checkpoint import (check_free_space, load_state, resolve_resume, save_model_folder, save_state, save_weights,
-                         set_aside_earlier_state)
+from .checkpoint import (check_free_space, load_state, remove_leftovers, resolve_resume, save_model_folder, save_state,
+                         save_weights, set_aside_earlier_state)
 from .components import Components, build_components
 from .config import TrainConfig
 from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader
@@ -78,8 +78,10 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     cfg.seed = _shared_seed(accelerator, cfg.seed)
     set_seed(cfg.seed)
     resume = resolve_resume(out, cfg.resume_from_checkpoint)
-    if resume is None and accelerator.is_main_process:
-        set_aside_earlier_state(out, continuing=bool(cfg.model_checkpoint or cfg.preserve_lr))
+    if accelerator.is_main_process:
+        remove_leftovers(out)
+        if resume is None:
+            set_aside_earlier_state(out, continuing=bool(cfg.model_checkpoint or cfg.preserve_lr))
 
     # models and data
     components = build_components(cfg)
