@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
 import re
 import shutil
 import time
@@ -113,7 +114,12 @@ def save_state(accelerator, output_path: str | Path, step: int, run_state: dict,
 def load_state(accelerator, folder: str | Path, run_state: dict) -> None:
     """Restore what :func:`save_state` wrote (on any number of processes)."""
     accelerator.load_state(str(folder))
-    saved = torch.load(Path(folder) / RUN_STATE_FILE, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(Path(folder) / RUN_STATE_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"{Path(folder) / RUN_STATE_FILE}: refused, it holds more than tensors and plain values "
+                          f"(only those are loaded, so a checkpoint cannot run code): {str(err).splitlines()[0]}"
+                          ) from None
     missing = set(run_state) - set(saved)
     if missing:
         raise ConfigError(f"{folder}: the saved state has no {sorted(missing)}; it is from a run with other "

@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import math
 import os
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,17 @@ PRESETS = ("tiny", "small", "base")
 ACTIVATIONS = ("bezier", "silu", "gelu")
 GROUPS = ("data", "model", "training", "output")
 OPTIM_SECTIONS = ("optimizers", "schedulers", "scheduler_config")
+
+
+_SECRET = re.compile(r"hf_[A-Za-z0-9]{16,}|(?<=://)[^/@\s:]+:[^/@\s]+(?=@)")
+
+
+def _mask_secrets(value):
+    if isinstance(value, str):
+        return _SECRET.sub("***", value)
+    if isinstance(value, list):
+        return [_mask_secrets(v) for v in value]
+    return value
 
 
 def _list(default: list, help: str):
@@ -135,6 +147,11 @@ class TrainConfig(DataConfig):
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def public_dict(self) -> dict:
+        """The config as saved in ``logs/train_config.json`` and sent to trackers: anything that looks like a
+        secret (a Hub token, a password in a URL) is masked, wherever a user put it."""
+        return {k: _mask_secrets(v) for k, v in self.to_dict().items()}
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:

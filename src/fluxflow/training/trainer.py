@@ -8,6 +8,7 @@ optimizer steps (``global_step``).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broa
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..atomic import write_text_atomically
 from ..models import FluxFlowTransformer
 from ..pipelines import tokenize_prompts
 from .checkpoint import (check_free_space, load_state, remove_leftovers, resolve_resume, save_model_folder, save_state,
@@ -123,6 +125,7 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
         logger.info("resumed from %s at step %d", resume, progress.global_step)
 
     # the loop
+    _record_config(accelerator, cfg, out)
     objectives = (VAEObjective(cfg), FlowObjective(cfg))
     metrics = MetricsLog(accelerator, out / "logs", resumed_at=progress.global_step)
     sample_every = cfg.checkpoint_save_interval * cfg.samples_per_checkpoint
@@ -334,6 +337,16 @@ def _run_length(cfg: TrainConfig, loader) -> tuple[int, int]:
     steps_per_epoch = math.ceil(len(loader) / cfg.training_steps)
     total = cfg.max_train_steps or cfg.n_epochs * steps_per_epoch
     return total, steps_per_epoch
+
+
+def _record_config(accelerator, cfg: TrainConfig, out: Path) -> None:
+    """``logs/train_config.json`` and the trackers get the run's config, secrets masked."""
+    public = cfg.public_dict()
+    if accelerator.is_main_process:
+        write_text_atomically(out / "logs" / "train_config.json", json.dumps(public, indent=2) + "\n")
+    if cfg.report_to != "none":  # trackers take scalars only
+        accelerator.init_trackers("fluxflow", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                      for k, v in public.items()})
 
 
 def _log(metrics, accelerator, cfg, optim, progress, window, seconds) -> None:
