@@ -54,21 +54,36 @@ def test_state_saved_by_two_processes_resumes_on_one(shapes, tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "one" / "logs" / "metrics.jsonl")] == [3, 4]
 
 
-def test_each_process_reads_its_own_samples(shapes, tmp_path):
-    """One epoch of the data path under two processes: no sample twice, none missing."""
+def _probe(processes: int, data, out, batch: int, *extra: str) -> list[list[list[str]]]:
+    """Each process's batches (their captions) in one epoch of the data path (shard_probe.py)."""
     import json
     from pathlib import Path
 
     probe = Path(__file__).parent / "shard_probe.py"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                "127.0.0.1", "--master_port", str(_free_port()), str(probe), str(shapes), str(tmp_path)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
+                "127.0.0.1", "--master_port", str(_free_port()), str(probe), str(data), str(out), str(batch), *extra]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(launcher, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    ranks = [{tuple(s) for s in rank} for rank in seen]
-    assert len(seen[0]) == len(seen[1]) == 8 and len(ranks[0]) == len(ranks[1]) == 8
-    assert not ranks[0] & ranks[1] and len(ranks[0] | ranks[1]) == 16
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
+
+
+def test_two_processes_read_distinct_samples_and_each_step_the_same_ones_as_one_process(shapes, tmp_path):
+    """One epoch: no sample twice, none missing; and optimizer step k on 2 processes x batch 2 covers the same 4
+    images as step k on 1 process x batch 4 (the same data order whatever the process count)."""
+    (tmp_path / "two").mkdir(), (tmp_path / "one").mkdir()
+    rank0, rank1 = _probe(2, shapes, tmp_path / "two", 2)
+    (one,) = _probe(1, shapes, tmp_path / "one", 4)
+    seen = [c for rank in (rank0, rank1) for b in rank for c in b]
+    assert len(seen) == len(set(seen)) == 16
+    assert [sorted(a + b) for a, b in zip(rank0, rank1)] == [sorted(b) for b in one]
+
+
+def test_a_stream_is_split_by_node_without_loss(shapes, tmp_path):
+    """A stream is split by node (by files); Accelerate must not cut each shard again (it would drop half)."""
+    rank0, rank1 = _probe(2, shapes, tmp_path, 2, "stream")
+    seen = [c for rank in (rank0, rank1) for b in rank for c in b]
+    assert len(seen) == len(set(seen)) == 16
 
 
 def test_state_saved_by_one_process_resumes_on_two(shapes, tmp_path):
@@ -77,3 +92,13 @@ def test_state_saved_by_one_process_resumes_on_two(shapes, tmp_path):
     log = _run(2, shapes, tmp_path / "two", *GAN, "--batch_size", "2", "--resume_from_checkpoint", str(state))
     assert "parameters identical on all 2 processes" in log
     assert [r["step"] for r in read_metrics(tmp_path / "two" / "logs" / "metrics.jsonl")] == [3, 4]
+
+
+def test_a_stream_trains_on_two_processes(shapes, tmp_path):
+    """16 streamed images, 2 processes x batch 2: an epoch of a process's 8-image shard is 4 steps; the stream
+    then starts again (epoch 1) on both processes together."""
+    log = _run(2, shapes, tmp_path / "two", "--train_vae", "--dataset_name", "imagefolder", "--streaming",
+               "--max_train_steps", "6", "--batch_size", "2", "--shuffle_buffer_size", "4")
+    assert "parameters identical on all 2 processes" in log
+    rows = read_metrics(tmp_path / "two" / "logs" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and [r["epoch"] for r in rows] == [0, 0, 0, 0, 1, 1]

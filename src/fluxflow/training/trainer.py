@@ -29,7 +29,7 @@ from .checkpoint import (check_free_space, load_state, remove_leftovers, resolve
                          save_weights, set_aside_earlier_state)
 from .components import Components, build_components
 from .config import TrainConfig
-from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader
+from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader, prepare_dataloader
 from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_step import FlowObjective, TextEmbeddingCache, drop_captions
@@ -100,8 +100,8 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     null_tokens = tokenize_prompts(tokenizer, [""], max_length)  # the pipeline's null condition
 
     # optimizers, schedulers, prepare, resume
-    loader = accelerator.prepare(loader)
-    total_steps, steps_per_epoch = _run_length(cfg, loader)
+    loader = prepare_dataloader(accelerator, loader)
+    total_steps = _run_length(cfg, loader)
     initial_lrs = load_lrs(out / LR_FILE) if cfg.preserve_lr and (out / LR_FILE).exists() else None
     effective_batch = cfg.batch_size * accelerator.num_processes * cfg.training_steps
     logger.info("effective batch %d = %d per process x %d processes x %d accumulation; %d optimizer steps",
@@ -180,11 +180,11 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
                     _samples(accelerator, cfg, components, run, tokenizer, test_images, out, step)
                 if step >= total_steps:
                     break
-            else:
+            else:  # the epoch is over (a stream too: it starts again, reshuffled, until --max_train_steps)
+                if progress.batches_in_epoch == 0:
+                    raise ConfigError("the data set gave no batch: lower --batch_size or check the data")
                 progress.epoch += 1
                 progress.batches_in_epoch = 0
-                if steps_per_epoch == 0:
-                    raise ConfigError("the data set gave no batch: lower --batch_size or check the data")
                 continue
             break
     bar.close()
@@ -330,13 +330,11 @@ def _shared_seed(accelerator, seed: int | None) -> int:
     return drawn[0]
 
 
-def _run_length(cfg: TrainConfig, loader) -> tuple[int, int]:
-    """``(total optimizer steps, optimizer steps per epoch)``; a streamed set is sized by ``--max_train_steps``."""
+def _run_length(cfg: TrainConfig, loader) -> int:
+    """Optimizer steps of the run; a streamed set is sized by ``--max_train_steps``."""
     if is_streaming(loader.dataset):
-        return cfg.max_train_steps, 0
-    steps_per_epoch = math.ceil(len(loader) / cfg.training_steps)
-    total = cfg.max_train_steps or cfg.n_epochs * steps_per_epoch
-    return total, steps_per_epoch
+        return cfg.max_train_steps
+    return cfg.max_train_steps or cfg.n_epochs * math.ceil(len(loader) / cfg.training_steps)
 
 
 def _record_config(accelerator, cfg: TrainConfig, out: Path) -> None:
@@ -359,7 +357,8 @@ def _log(metrics, accelerator, cfg, optim, progress, window, seconds) -> None:
     values = dict(zip(keys, means.tolist()))
     values.update({f"lr/{name}": lr for name, lr in optim.lrs().items()})
     images = n * cfg.batch_size * accelerator.num_processes
-    values.update({"epoch": progress.epoch, "skipped_steps": progress.skipped_steps, "step_time": seconds * cfg.training_steps / n,
+    values.update({"epoch": progress.epoch, "skipped_steps": progress.skipped_steps,
+                   "step_time": seconds * cfg.training_steps / n,
                    "samples_per_s": images / max(seconds, 1e-9),
                    "samples_per_s_per_process": images / accelerator.num_processes / max(seconds, 1e-9)})
     step = progress.global_step

@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import torch
+from accelerate.data_loader import prepare_data_loader
 
 from fluxflow.training.data.buckets import BucketBatchSampler
 from fluxflow.training.data.dataset import ImageCaptionDataset
@@ -44,3 +45,19 @@ def make_dataloader(dataset, batch_size: int, workers: int = 0, collate_fn=None,
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                                        generator=generator, **common)
+
+
+def prepare_dataloader(accelerator, loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """``accelerator.prepare(loader)`` (sharding, device placement, end-of-data tracking).
+
+    A streamed data set already reads only this process's shard (``split_dataset_by_node``, by files when it
+    can); Accelerate would cut that shard again into every N-th batch and drop the rest, so it is prepared
+    as for one process.
+    """
+    if accelerator.num_processes == 1 or not isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        return accelerator.prepare(loader)
+    prepared = prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0,
+                                   put_on_device=True, dispatch_batches=False,
+                                   non_blocking=accelerator.non_blocking)
+    accelerator._dataloaders.append(prepared)  # saved and restored with the state, like a prepared one
+    return prepared
