@@ -60,7 +60,7 @@ def test_sigkill_at_random_points(straight, tmp_path):
         assert_same_weights(reference, out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_saves_exits_zero_and_resumes_exactly(straight, tmp_path, sig):
     data, reference = straight
     out = tmp_path / "run"

@@ -137,3 +137,14 @@ def test_a_new_run_does_not_overwrite_an_earlier_runs_checkpoints(data, tmp_path
     assert _train(data, out, "--max_train_steps", "1", "--model_checkpoint", str(out / "checkpoint.safetensors"),
                   "--preserve_lr") == 0
     assert len(list(out.glob("state.before-*/checkpoint-1"))) == 1 and state_folders(out)[-1].name == "checkpoint-1"
+
+
+def test_model_weights_load_only_from_safetensors(tmp_path):
+    """A folder whose weights exist only as a pickled .bin is refused, not unpickled."""
+    from fluxflow.models import FluxFlowVAE
+
+    vae = FluxFlowVAE.from_preset("tiny")
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=False)
+    assert (tmp_path / "vae" / "diffusion_pytorch_model.bin").exists()
+    with pytest.raises(OSError, match="safetensors"):
+        FluxFlowVAE.from_pretrained(tmp_path / "vae")

@@ -19,9 +19,10 @@ class FluxFlowModelMixin:
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """diffusers' loader, then each tensor copied into fresh memory. Tensors loaded from safetensors can sit
+        """diffusers' loader (safetensors only), then each tensor copied into fresh memory. Tensors loaded from safetensors can sit
         at unaligned addresses inside the file mapping, where vectorized kernels round differently: a loaded
         model must compute exactly what the saved one did."""
+        kwargs.setdefault("use_safetensors", True)  # weights never come from a pickle
         model = super().from_pretrained(*args, **kwargs)
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:

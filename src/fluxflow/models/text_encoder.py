@@ -82,7 +82,7 @@ class FluxFlowTextEncoder(FluxFlowModelMixin, ModelMixin, ConfigMixin):
 
         The pretrained tensors are copied in with ``strict=True`` after construction, so they stay exactly
         as trained (only the projection heads are new)."""
-        pretrained = AutoModel.from_pretrained(name_or_path)
+        pretrained = AutoModel.from_pretrained(name_or_path, use_safetensors=True)  # never a pickled .bin
         backbone_config = pretrained.config.to_diff_dict()
         backbone_config["model_type"] = pretrained.config.model_type
         for key in ("architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype"):

@@ -67,6 +67,7 @@ class FluxFlowPipeline(DiffusionPipeline):
             hub_keys = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
             hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
             path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+        kwargs.setdefault("use_safetensors", True)  # weights never come from a pickle
         return super().from_pretrained(path, **kwargs)
 
     @classmethod
