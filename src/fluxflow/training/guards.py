@@ -68,11 +68,10 @@ def agree(accelerator, *flags: bool) -> list[bool]:
     return [bool(v > 0) for v in summed.tolist()]
 
 
-def assert_finite_weights(models: dict, step: int) -> None:
-    """Refuse to save a model with a NaN or Inf weight: the previous checkpoint stays the latest."""
+def nonfinite_weight(models: dict) -> str | None:
+    """The name of the first weight holding NaN or Inf (such a model is never saved), else ``None``."""
     for name, model in models.items():
         for key, value in model.state_dict().items():
             if value.is_floating_point() and not torch.isfinite(value).all():
-                raise NonFiniteError(f"step {step}: {name}.{key} holds NaN/Inf values; not saving a checkpoint "
-                                     "(the last one on disk is kept). Lower --lr or --max_grad_norm and resume "
-                                     "with --resume_from_checkpoint latest")
+                return f"{name}.{key}"
+    return None

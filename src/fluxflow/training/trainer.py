@@ -33,7 +33,7 @@ from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader,
 from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_step import FlowObjective, TextEmbeddingCache, drop_captions
-from .guards import NonFiniteError, StopSignal, agree, assert_finite_weights, step_is_finite
+from .guards import NonFiniteError, StopSignal, agree, nonfinite_weight, step_is_finite
 from .metrics import MetricsLog
 from .optim import DEFAULT_LR, LR_FILE, build_optimizers_and_schedulers, load_lrs, load_optim_sched_config, save_lrs
 from .progress import TrainProgress
@@ -77,6 +77,9 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED") and cfg.trains_vae:
         raise ConfigError(f"{accelerator.distributed_type.name} runs only the flow stage (--train_diff_full / "
                           "--train_diff); train the VAE and GAN with DDP: accelerate_configs/multi_gpu.yaml")
+    if accelerator.distributed_type.name == "FSDP" and cfg.use_ema:
+        raise ConfigError("--use_ema is not supported with FSDP (the average would be sharded too); use "
+                          "accelerate_configs/deepspeed_zero2.yaml or multi_gpu.yaml for an EMA run")
     cfg.seed = _shared_seed(accelerator, cfg.seed)
     set_seed(cfg.seed)
     resume = resolve_resume(out, cfg.resume_from_checkpoint)
@@ -196,8 +199,8 @@ def train(cfg: TrainConfig, optim_sections: dict | None = None) -> Path:
     _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, progress.global_step, run_state)
     if accelerator.is_main_process:
         save_model_folder(accelerator.unwrap_model(components.vae), out / "vae")
-        if components.transformer is not None:
-            _export(accelerator, cfg, components, run, tokenizer, out, progress.global_step)
+    if components.transformer is not None:
+        _export(accelerator, cfg, components, run, tokenizer, out, progress.global_step)
     _samples(accelerator, cfg, components, run, tokenizer, test_images, out, progress.global_step)
     accelerator.end_training()
     if getattr(dataset, "skips", None) is not None and dataset.skips.total():
@@ -369,10 +372,14 @@ def _log(metrics, accelerator, cfg, optim, progress, window, seconds) -> None:
 
 
 def _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step, run_state) -> None:
-    models = components.saved()
+    models = {name: _whole(accelerator, m) for name, m in components.saved().items()}
     if run.ema is not None:
-        models["transformer_ema"] = ema_copy(accelerator.unwrap_model(run.transformer), run.ema)
-    assert_finite_weights({name: accelerator.unwrap_model(m) for name, m in models.items()}, step)
+        models["transformer_ema"] = ema_copy(models["transformer"], run.ema)
+    bad = nonfinite_weight(models) if accelerator.is_main_process else None
+    if agree(accelerator, bad is not None)[0]:
+        raise NonFiniteError(f"step {step}: {bad or 'a weight (see the main process)'} holds NaN/Inf values; not "
+                             "saving a checkpoint (the last one on disk is kept). Lower --lr or --max_grad_norm and "
+                             "resume with --resume_from_checkpoint latest")
     scheduler = sampling_scheduler(cfg.timestep_shift) if components.transformer is not None else None
     save_weights(accelerator, out, models, tokenizer=tokenizer, scheduler=scheduler, extra={"global_step": step})
     save_state(accelerator, out, step, run_state, cfg.checkpoints_total_limit)
@@ -384,19 +391,38 @@ def _checkpoint(accelerator, cfg, components, run, optim, tokenizer, out, step, 
             plot_metrics(out / "logs" / "metrics.jsonl", out / "logs" / "graphs")
 
 
+def _whole(accelerator, model):
+    """``model`` unwrapped, with all its weights. Under FSDP its shards are gathered (a collective: every process
+    calls this) into a plain copy on the main process, and the other processes get ``None``."""
+    base = accelerator.unwrap_model(model)
+    if accelerator.distributed_type.name != "FSDP" or not any(p.requires_grad for p in base.parameters()):
+        return base
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    whole = type(base).from_config(base.config)
+    whole.load_state_dict(state)
+    return whole
+
+
 def _pipeline(accelerator, cfg, components, run, tokenizer):
-    unwrap = accelerator.unwrap_model
-    return build_pipeline(unwrap(components.vae), unwrap(run.transformer), unwrap(run.text_encoder), tokenizer,
+    """A pipeline of the models as they are now (every process calls this; ``None`` off the main process)."""
+    transformer, text_encoder = _whole(accelerator, run.transformer), _whole(accelerator, run.text_encoder)
+    if not accelerator.is_main_process:
+        return None
+    return build_pipeline(accelerator.unwrap_model(components.vae), transformer, text_encoder, tokenizer,
                           cfg.timestep_shift)
 
 
 def _samples(accelerator, cfg, components, run, tokenizer, test_images, out, step) -> None:
-    if cfg.no_samples or not accelerator.is_main_process:
+    if cfg.no_samples:
+        return
+    pipe = _pipeline(accelerator, cfg, components, run, tokenizer) if run.transformer is not None else None
+    if not accelerator.is_main_process:
         return
     if test_images:
         save_vae_samples(accelerator.unwrap_model(components.vae), test_images, out / "samples", step, seed=cfg.seed)
-    if run.transformer is not None:
-        pipe = _pipeline(accelerator, cfg, components, run, tokenizer)
+    if pipe is not None:
         with ema_weights(pipe.transformer, run.ema):
             save_flow_samples(pipe, cfg.sample_captions, cfg.sample_sizes or [cfg.img_size], out / "samples", step,
                               cfg.sample_steps, cfg.sample_guidance_scale, seed=cfg.seed)
@@ -405,6 +431,8 @@ def _samples(accelerator, cfg, components, run, tokenizer, test_images, out, ste
 def _export(accelerator, cfg, components, run, tokenizer, out, step) -> None:
     """``output_path/pipeline``: a complete diffusers folder with the EMA weights when EMA is on."""
     pipe = _pipeline(accelerator, cfg, components, run, tokenizer)
+    if pipe is None:
+        return
     card = {"name": out.name, "backbone": pipe.text_encoder.backbone.config.model_type, "steps": step,
             "data": cfg.dataset_name or cfg.data_path, "size": cfg.img_size,
             "caption": cfg.sample_captions[0], "shift": cfg.timestep_shift}
