@@ -16,6 +16,9 @@ from fluxflow.data.shapes import write_shapes_dataset
 # every mode at once: VAE + GAN + SPADE + flow + EMA, with the KL warm-up still running
 ALL_MODES = ["--train_vae", "--gan_training", "--train_spade", "--train_diff_full", "--use_ema",
              "--kl_warmup_steps", "4"]
+# the run the kill tests interrupt: 8 steps (two epochs of 16 images), a checkpoint after every step
+STEPS = 8
+FLAGS = [*ALL_MODES, "--max_train_steps", str(STEPS), "--checkpoint_save_interval", "1"]
 
 
 def shapes(folder: Path, n: int = 16) -> Path:

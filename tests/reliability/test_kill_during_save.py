@@ -10,29 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from runs import ALL_MODES, assert_same_weights, command, log, run, shapes, weights
+from runs import FLAGS, assert_same_weights, command, log, run, weights
 from safetensors import safe_open
 
 from fluxflow.training.checkpoint import state_folders
 
-STEPS = 6
-FLAGS = [*ALL_MODES, "--max_train_steps", str(STEPS), "--checkpoint_save_interval", "1"]
 DRIVER = Path(__file__).with_name("dying_train.py")
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    root = tmp_path_factory.mktemp("save_kill")
-    data = shapes(root / "shapes")
-    assert run(data, root / "straight", *FLAGS) == 0, log(root / "straight")
-    return data, root / "straight"
 
 
 def _dying_run(where: str, step: int, data, out) -> int:
     argv = command(data, out, *FLAGS)[3:]  # the flags after `python -m fluxflow.cli.train`
     with open(out.with_suffix(".log"), "ab") as log_file:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
         return subprocess.run([sys.executable, str(DRIVER), where, str(step), *argv], stdout=log_file,
-                              stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300).returncode
+                              stderr=subprocess.STDOUT, env=env, timeout=300).returncode
 
 
 @pytest.mark.parametrize("where", ["state", "weights"])

@@ -9,22 +9,10 @@ import signal
 import time
 
 import pytest
-from runs import ALL_MODES, assert_same_weights, log, run, shapes, start, wait_for
+from runs import FLAGS, STEPS, assert_same_weights, log, run, start, wait_for
 
 from fluxflow.training.checkpoint import state_folders
 from fluxflow.training.metrics import read_metrics
-
-STEPS = 8
-FLAGS = [*ALL_MODES, "--max_train_steps", str(STEPS), "--checkpoint_save_interval", "1"]
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    """The uninterrupted run every interrupted one must equal, and its data."""
-    root = tmp_path_factory.mktemp("kill")
-    data = shapes(root / "shapes")
-    assert run(data, root / "straight", *FLAGS) == 0, log(root / "straight")
-    return data, root / "straight"
 
 
 def _kill_and_resume(data, out, after_step: int, delay: float, sig=signal.SIGKILL) -> int:
