@@ -137,6 +137,7 @@ def test_a_new_run_does_not_overwrite_an_earlier_runs_checkpoints(data, tmp_path
     assert _train(data, out, "--max_train_steps", "1", "--model_checkpoint", str(out / "checkpoint.safetensors"),
                   "--preserve_lr") == 0
     assert len(list(out.glob("state.before-*/checkpoint-1"))) == 1 and state_folders(out)[-1].name == "checkpoint-1"
+    assert len(list(out.glob("state.before-*/metrics.jsonl"))) == 1, "the earlier run's metrics are kept too"
 
 
 def test_model_weights_load_only_from_safetensors(tmp_path):

@@ -60,13 +60,17 @@ def remove_leftovers(output_path: str | Path) -> None:
     """Delete the temporary files and folders of saves that a kill interrupted (never a complete checkpoint)."""
     for folder in (Path(output_path), Path(output_path) / STATE_DIR):
         for leftover in folder.glob(".*.tmp") if folder.is_dir() else []:
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
 
 
 def set_aside_earlier_state(output_path: str | Path, continuing: bool) -> None:
     """A new run (no ``--resume_from_checkpoint``) in a folder holding an earlier run's state folders: with
     ``--model_checkpoint``/``--preserve_lr`` (continuing from weights, the earlier release's way) the old
-    ``state/`` moves to ``state.before-<time>/`` so nothing is overwritten; otherwise it is an error."""
+    ``state/`` moves to ``state.before-<time>/``, with the run's ``logs/metrics.jsonl`` (which the new run starts
+    afresh), so nothing is overwritten; otherwise it is an error."""
     folders = state_folders(output_path)
     if not folders:
         return
@@ -77,7 +81,10 @@ def set_aside_earlier_state(output_path: str | Path, continuing: bool) -> None:
     root = Path(output_path) / STATE_DIR
     aside = root.with_name(f"{STATE_DIR}.before-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(root, aside)
-    logging.getLogger("fluxflow.train").warning("the earlier run's state folders moved to %s", aside)
+    metrics = Path(output_path) / "logs" / "metrics.jsonl"
+    if metrics.exists():
+        os.replace(metrics, aside / metrics.name)
+    logging.getLogger("fluxflow.train").warning("the earlier run's state folders and metrics moved to %s", aside)
 
 
 def save_state(accelerator, output_path: str | Path, step: int, run_state: dict,
