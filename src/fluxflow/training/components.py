@@ -69,7 +69,7 @@ def build_components(cfg: TrainConfig) -> Components:
     if cfg.trains_flow:
         flow_overrides = {"in_channels": vae.config.latent_channels}
         sizes = {"activation": cfg.activation, "patch_size": cfg.flow_patch_size, "hidden_size": cfg.flow_hidden_size,
-                 "num_layers": cfg.flow_num_layers}
+                 "num_layers": cfg.flow_num_layers, "mlp_ratio": cfg.flow_mlp_ratio}
         flow_overrides.update({k: v for k, v in sizes.items() if v is not None})
         transformer = loaded.get("transformer") or FluxFlowTransformer.from_preset(cfg.model_preset, **flow_overrides)
         text_encoder = loaded.get("text_encoder") or build_text_encoder(cfg)

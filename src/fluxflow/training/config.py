@@ -113,6 +113,8 @@ class TrainConfig(DataConfig):
     flow_patch_size: int | None = _f(None, "Patch size of a new flow processor: 1 or 2 (default: the preset's, 2)")
     flow_hidden_size: int | None = _f(None, "Width of a new flow processor (default: the preset's)")
     flow_num_layers: int | None = _f(None, "Blocks of a new flow processor (default: the preset's)")
+    flow_mlp_ratio: float | None = _f(None, "MLP width / width of a new flow processor (default: the preset's, 2; "
+                                            "a Bezier MLP has 3x the parameters of a GELU one of the same ratio)")
     tokenizer_name: str = _f("distilbert-base-uncased", "Tokenizer (Hub id or folder); offline, the BERT-uncased "
                                                         "vocabulary of the bundled all-MiniLM-L6-v2 is used")
     model_checkpoint: str | None = _f(None, "Initialise weights from a checkpoint.safetensors (or a pipeline folder)")
@@ -216,6 +218,8 @@ class TrainConfig(DataConfig):
         for k in ("flow_hidden_size", "flow_num_layers"):
             if getattr(self, k) is not None and getattr(self, k) < 1:
                 p.append(f"--{k} must be >= 1, got {getattr(self, k)}")
+        if self.flow_mlp_ratio is not None and not 0.25 <= self.flow_mlp_ratio <= 64:
+            p.append(f"--flow_mlp_ratio must be in [0.25, 64], got {self.flow_mlp_ratio}")
         if self.max_sequence_length is not None and not 4 <= self.max_sequence_length <= 512:
             p.append(f"--max_sequence_length must be in [4, 512], got {self.max_sequence_length}")
         if self.sample_steps < 1:
