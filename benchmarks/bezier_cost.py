@@ -3,6 +3,7 @@
     python benchmarks/bezier_cost.py                                   # CPU, fp32, 4096 x 1024 outputs
     python benchmarks/bezier_cost.py --quick                           # ~20 s dev run
     python benchmarks/bezier_cost.py --device cuda --dtype bfloat16 --rows 32768 --channels 4096
+    python benchmarks/bezier_cost.py --threads 1 --sweep_rows 64 256 1024 4096 16384   # size sweep only
 
 Why: every FluxFlow MLP is ``Linear(d, 5h) -> BezierActivation -> h`` where other models use
 ``Linear(d, h) -> GELU``. This measures the activation itself on the SAME OUTPUT size ``[rows, channels]``
@@ -46,6 +47,14 @@ are freed, so every fresh 80 MB input gradient is page-faulted again: at the def
 ms per call and hits the 5x-input rows, not GELU's 16 MB buffers. To time the kernels rather than the
 allocator, run with ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736``. On a shared
 2-core VM use ``--threads 1``: with 2 threads a busy other core stalls every parallel kernel.
+
+Size sweep (``--sweep_rows R1 R2 ...``, replaces the tables above): for each ``[R, channels]`` output, ms
+of forward + backward of GELU compiled and eager, Bezier with its eager and its compiled kernels (eager model)
+and Bezier with the whole call compiled, and the ratio of each Bezier row to GELU compiled. Small sizes stay
+in cache and are bound by arithmetic (and per-call overhead), large ones by memory bandwidth, where the fused
+Bezier must move at least 16 words per output against GELU's 5. A size below ``--rows`` gets
+``--repeats * rows / R`` repeats (at most 20x: about the same elements per size, since its calls last
+microseconds); no peak memory.
 """
 
 from __future__ import annotations
@@ -136,6 +145,16 @@ VARIANTS = (
     Variant("Bezier, previous custom function", 5, 1, bezier_previous, ("eager",)),
     Variant("Bezier, plain autograd", 5, 1, bezier_plain_autograd),
 )
+
+
+# the size sweep: the rows the issue asks about (GELU's reference and the Bezier forms worth shipping)
+SWEEP_VARIANTS = tuple(v for v in VARIANTS
+                       if v.name in ("GELU", "Bezier, eager kernels", "Bezier, compiled kernels", "Bezier"))
+# (variant, mode) -> column label; the Bezier ones also get a "/ GELU compiled" ratio column
+SWEEP_COLUMNS = {("GELU", "compiled"): "GELU compiled", ("GELU", "eager"): "GELU eager",
+                 ("Bezier, eager kernels", "eager"): "Bezier eager kernels",
+                 ("Bezier, compiled kernels", "eager"): "Bezier compiled kernels",
+                 ("Bezier", "compiled"): "Bezier whole call compiled"}
 
 
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -253,6 +272,38 @@ def measure(rows: int, channels: int, dtype=torch.float32, device: str = "cpu", 
     return results
 
 
+def sweep(rows_list, channels: int, dtype=torch.float32, device: str = "cpu", modes=("eager", "compiled"),
+          repeats: int = 9, ref_rows: int = 4096) -> list[dict]:
+    """:func:`measure` of :data:`SWEEP_VARIANTS` (no peak memory) at outputs ``[rows, channels]`` for each of
+    ``rows_list``; a size below ``ref_rows`` gets ``repeats * ref_rows / rows`` repeats (at most 20x), so
+    that its best-of is not one scheduler hiccup. One dict per size: rows, channels, repeats, results."""
+    out = []
+    for rows in rows_list:
+        reps = min(20 * repeats, max(repeats, repeats * ref_rows // max(rows, 1)))
+        results = measure(rows, channels, dtype, device, modes, reps, SWEEP_VARIANTS, with_peak=False)
+        out.append({"rows": rows, "channels": channels, "repeats": reps, "results": results})
+    return out
+
+
+def format_sweep(points: list[dict], dtype=torch.float32) -> str:
+    """Markdown table of :func:`sweep`: ms per form and Bezier / GELU compiled (``-`` where not measured)."""
+    size = torch.finfo(dtype).bits // 8
+    head = ["output [rows, ch]", "output MB", "Bezier input MB", "best of",
+            *(f"{label} ms" for label in SWEEP_COLUMNS.values()),
+            *(f"{label} / GELU compiled" for label in list(SWEEP_COLUMNS.values())[2:])]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for p in points:
+        by = {(r["name"], r["mode"]): r["ms"] for r in p["results"]}
+        gelu_c = by.get(("GELU", "compiled"))
+        n = p["rows"] * p["channels"]
+        cells = [f"[{p['rows']}, {p['channels']}]", f"{n * size / 2**20:.2f}", f"{5 * n * size / 2**20:.2f}",
+                 str(p["repeats"])]
+        cells += [f"{by[c]:.3f}" if c in by else "-" for c in SWEEP_COLUMNS]
+        cells += [f"{by[c] / gelu_c:.2f}x" if c in by and gelu_c else "-" for c in list(SWEEP_COLUMNS)[2:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def measure_layers(rows: int, hidden: int, dtype=torch.float32, device: str = "cpu",
                    modes=("eager", "compiled"), repeats: int = 3) -> list[dict]:
     """``FeedForward(hidden // 2, hidden)`` (mlp_ratio 2, as the presets) with Bezier vs GELU: ms of forward +
@@ -351,6 +402,10 @@ def main(argv=None) -> int:
                         help="rows for the FeedForward table; 0 skips it")
     parser.add_argument("--no_compile", action="store_true", help="eager only")
     parser.add_argument("--quick", action="store_true", help="small sizes, a ~20 s dev run")
+    parser.add_argument("--sweep_rows", type=int, nargs="+", default=None, metavar="ROWS",
+                        help="instead of the tables: a size sweep over outputs [ROWS, channels] of GELU "
+                             "(compiled, eager) and Bezier (eager kernels, compiled kernels, whole call "
+                             "compiled), with Bezier / GELU compiled")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -365,6 +420,13 @@ def main(argv=None) -> int:
         if not ok:
             print(f"torch.compile does not work here ({why}); eager only.\n")
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    if args.sweep_rows:
+        print(f"size sweep: outputs [rows, {args.channels}], rows {args.sweep_rows}, {args.dtype}, "
+              f"{args.device} ({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"best of {args.repeats} (more at small sizes, column 'best of')\n")
+        points = sweep(args.sweep_rows, args.channels, dtype, args.device, modes, args.repeats, args.rows)
+        print(format_sweep(points, dtype))
+        return 0
     print(f"output [{args.rows}, {args.channels}] ({args.rows * args.channels / 1e6:.1f} M elements), "
           f"{args.dtype}, "
           f"{args.device} ({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "

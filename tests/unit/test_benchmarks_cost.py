@@ -60,6 +60,25 @@ def test_bezier_cost_tiny_eager(bezier_cost):
     assert "saves" in bezier_cost.summary(results)
 
 
+def test_bezier_cost_size_sweep_tiny_eager(bezier_cost, capsys):
+    points = bezier_cost.sweep([4, 16], channels=8, modes=("eager",), repeats=1, ref_rows=16)
+    assert [(p["rows"], p["channels"], p["repeats"]) for p in points] == [(4, 8, 4), (16, 8, 1)]
+    for p in points:
+        by = {(r["name"], r["mode"]): r for r in p["results"]}
+        # eager only: GELU eager and the eager kernels; the compiled forms are skipped, not failed
+        assert set(by) == {("GELU", "eager"), ("Bezier, eager kernels", "eager")}
+        assert all(_positive(r["ms"]) for r in p["results"])
+        assert all(r["peak"] == 0 for r in p["results"])  # the sweep does not profile memory
+    table = bezier_cost.format_sweep(points)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(points) and lines[2].startswith("| [4, 8] | ")
+    assert "Bezier compiled kernels / GELU compiled" in lines[0] and lines[2].endswith("| - | - | - |")
+    # the command line runs the sweep instead of the tables
+    assert bezier_cost.main(["--no_compile", "--sweep_rows", "4", "--channels", "8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "size sweep" in out and "| [4, 8] |" in out and "saved MB" not in out
+
+
 def test_bezier_cost_kernel_choice_is_restored(bezier_cost):
     from fluxflow.models import bezier
 

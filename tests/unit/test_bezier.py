@@ -93,3 +93,27 @@ def test_trainable_bezier_gradcheck_including_control_points():
     assert torch.autograd.gradcheck(lambda v, c: torch.func.functional_call(tb, {"control_points": c}, (v,)), (x, cp))
     (g,) = torch.autograd.grad(tb(x).sum(), tb.control_points)
     assert g.abs().sum() > 0
+
+
+def test_compiled_kernels_match_eager_kernels_across_sizes():
+    """The compiled kernels (``torch.compile`` with dynamic shapes: one graph for both sizes) give the eager
+    kernels' values and gradients."""
+    from fluxflow.models import bezier as bz
+
+    previous = bz.set_bezier_kernels("compiled")
+    try:
+        for shape in ((6, 40), (9, 40)):  # two sizes, one dynamic-shape graph
+            x = torch.randn(shape, requires_grad=True)
+            g = torch.randn(*shape[:-1], 8)
+            y_c = bezier_activation(x, -1)
+            (gx_c,) = torch.autograd.grad(y_c, x, g)
+            bz.set_bezier_kernels("eager")
+            y_e = bezier_activation(x, -1)
+            (gx_e,) = torch.autograd.grad(y_e, x, g)
+            bz.set_bezier_kernels("compiled")
+            if bz._compile_failed:
+                pytest.skip("torch.compile does not work here (no C++ compiler?)")
+            torch.testing.assert_close(y_c, y_e)
+            torch.testing.assert_close(gx_c, gx_e)
+    finally:
+        bz.set_bezier_kernels(previous)
