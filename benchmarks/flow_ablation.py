@@ -180,6 +180,27 @@ def evaluate_run(run: Path, data: Path, plan: dict, device: str, dtype: torch.dt
     return result
 
 
+@torch.no_grad()
+def vae_ceiling(pipe, data: Path, device: str, dtype: torch.dtype) -> dict[str, dict]:
+    """The judge on the held-out images themselves and on their VAE reconstructions (posterior mode): no flow
+    processor can score above what the VAE it decodes through preserves."""
+    import numpy as np
+    from PIL import Image
+
+    from fluxflow.data.shapes import judge_accuracy
+
+    images, captions = read_split(data)
+    with autocast(device, dtype):
+        recon = pipe.vae(images.to(device, pipe.vae.dtype) * 2 - 1).sample
+    recon = (recon.float().clamp(-1, 1) + 1) / 2
+
+    def pil(batch):
+        return [Image.fromarray((x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)) for x in batch]
+
+    return {"held-out images": judge_accuracy(zip(pil(images), captions)),
+            "their VAE reconstructions": judge_accuracy(zip(pil(recon), captions))}
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 def at_budget(run: dict, budget: float) -> int:
@@ -194,9 +215,12 @@ def mean_spread(values, digits: int = 3) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
 
 
-def report(runs: dict, models: dict, params: dict, seeds, plan: dict) -> str:
-    """The tables: models, quality vs training time, and equal wall-clock."""
-    lines = []
+def report(runs: dict, models: dict, params: dict, seeds, plan: dict, ceiling: dict) -> str:
+    """The tables: the VAE's ceiling, models, quality vs training time, and equal wall-clock."""
+    rows = [[name, f"{q['accuracy']:.3f}", f"{q['colour']:.3f}", f"{q['shape']:.3f}", f"{q['position']:.3f}",
+             f"{q['background']:.3f}"] for name, q in ceiling.items()]
+    lines = ["## The judge's ceiling: held-out images and their reconstructions by the VAE every model uses\n",
+             table(["judged", "all four", "colour", "shape", "position", "background"], rows), ""]
     rows = [[name, act, f"{ratio:g}", f"{params[name]:,}", f"{params[name] / params['bezier'] - 1:+.1%}"
              if "bezier" in params else "",
              mean_spread([runs[(name, s)]["train_s"][plan["steps"]] / plan["steps"] * 1000 for s in seeds], 0)]
@@ -287,9 +311,11 @@ def main(argv=None) -> int:
                   f"{last['accuracy']:.3f}, held-out loss {last['loss']:.4f} "
                   f"({time.perf_counter() - start:.0f} s with start-up and evaluation)", flush=True)
 
-    print("\n" + report(runs, models, params, seeds, plan))
+    pipe = next(checkpoints_with_ema(out / "runs" / f"{next(iter(models))}-s{seeds[0]}", args.device, dtype))[1]
+    ceiling = vae_ceiling(pipe, data / "test", args.device, dtype)
+    print("\n" + report(runs, models, params, seeds, plan, ceiling))
     summary = {"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
-               "machine": machine(), "vae": str(vae), "params": params,
+               "machine": machine(), "vae": str(vae), "params": params, "ceiling": ceiling,
                "runs": {f"{n}-s{s}": r for (n, s), r in runs.items()}}
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\nflow_ablation: done in {time.perf_counter() - begin:.0f} s (load average now "

@@ -14,8 +14,7 @@
 #   * one failing or hanging benchmark never stops the others: each runs under `timeout` (its own cap, and
 #     never past the whole run's budget, BUDGET_S, default 570 s), its exit status is recorded, and the
 #     script goes on (the script itself runs with `set -euo pipefail` for its own mistakes);
-#   * scripts that other engineers are still writing (peers.py, sampling.py, ablation.py) are skipped with a
-#     message when absent;
+#   * a benchmark script that is absent is skipped with a message;
 #   * the bf16 flag is spelled as each script accepts it (`--dtype bfloat16` or `--dtype bf16`, read from its
 #     --help), since the scripts of benchmarks/ do not all use the same names;
 #   * it holds /tmp/fluxflow-bench.lock (when `flock` exists) so that no other benchmark runs meanwhile.
@@ -105,6 +104,13 @@ bench sampling 120 benchmarks/sampling.py --device cuda --dtype "$(bf16 benchmar
 # Bezier vs SiLU vs GELU VAE ablation: one seed, no size sweep, to fit the budget.
 bench ablation 120 benchmarks/ablation.py --device cuda --dtype "$(bf16 benchmarks/ablation.py)" \
     --seeds 0 --no_sweep
+
+# Bezier vs GELU flow processors at equal parameters, adherence vs training time: two models, 400 steps, on
+# the VAE of the shapes pipeline sampling.py trained (the script trains its own when that is absent).
+FLOW_VAE=()
+[ -f outputs/sampling/flow/pipeline/vae/config.json ] && FLOW_VAE=(--vae outputs/sampling/flow/pipeline/vae)
+bench flow_ablation 120 benchmarks/flow_ablation.py --device cuda --dtype "$(bf16 benchmarks/flow_ablation.py)" \
+    --steps 400 --models bezier gelu "${FLOW_VAE[@]}"
 
 # FLOPs per 512-px image (counted on the CPU: the script has no device flag; FLOPs do not depend on it).
 bench model_flops 45 benchmarks/model_flops.py --preset base --img_size 512
