@@ -15,6 +15,7 @@ import torch
 
 SIZE = 32  # pixels: the shapes demo's images (a 3-stage VAE keeps 8x8x16 latents)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # short name -> torch dtype name
 
 
 def machine() -> str:

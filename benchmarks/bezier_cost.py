@@ -61,15 +61,20 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from fluxflow.models.bezier import bezier, bezier_activation, set_bezier_kernels
 from fluxflow.models.layers import FeedForward
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DTYPE_ALIASES, sync  # noqa: E402
 
 
 def with_kernels(kernels: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -155,14 +160,6 @@ SWEEP_COLUMNS = {("GELU", "compiled"): "GELU compiled", ("GELU", "eager"): "GELU
                  ("Bezier, eager kernels", "eager"): "Bezier eager kernels",
                  ("Bezier, compiled kernels", "eager"): "Bezier compiled kernels",
                  ("Bezier", "compiled"): "Bezier whole call compiled"}
-
-
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def make_inputs(v: Variant, rows: int, channels: int, dtype, device: str, seed: int = 0):

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fluxflow.models import FluxFlowTransformer
 
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DTYPE_ALIASES, sync  # noqa: E402
 
 def matmul_rate(n: int, dtype, device: str, repeats: int = 3) -> tuple[float, float]:
     """(milliseconds, TFLOP/s) of one ``n x n @ n x n`` matmul, best of ``repeats`` after a warm-up."""
