@@ -69,7 +69,8 @@ from PIL import Image
 from fluxflow.models import FluxFlowVAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import DTYPES, SIZE, autocast, bundled_tokenizer, machine, sync, table, train_run  # noqa: E402
+from bench_common import (DTYPES, SIZE, autocast, bundled_tokenizer, machine, sync, table,  # noqa: E402
+                          train_run, write_results)
 
 RATIOS = (1, 2, 4)  # stage width proportions of the demo's VAE (32/64/128)
 ACTIVATIONS = ("bezier", "silu", "gelu")
@@ -512,9 +513,7 @@ def main(argv=None) -> int:
                "eqtime": {f"{a}-s{s}": r for (a, s), r in eqtime.items()},
                "sweep": {f"{a}-{f}": {"widths": list(w), "params": p, "run": r}
                          for (a, f), (w, p, r) in sweep.items()}}
-    (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(f"\nablation: done in {time.perf_counter() - begin:.0f} s (load average now "
-          f"{os.getloadavg()[0]:.2f}); results in {out / 'results.json'}")
+    write_results(out, "ablation", summary, begin)
     return 0
 
 

@@ -132,3 +132,10 @@ def read_split(folder: Path) -> tuple[torch.Tensor, list[str]]:
         rows = [json.loads(line) for line in f if line.strip()]
     arrays = [np.asarray(Image.open(folder / r["file_name"]).convert("RGB"), dtype=np.float32) / 255.0 for r in rows]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), [r["text"] for r in rows]
+
+
+def write_results(out: Path, name: str, summary: dict, began: float) -> None:
+    """``out/results.json`` and the closing line every benchmark prints."""
+    (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"\n{name}: done in {time.perf_counter() - began:.0f} s (load average now {os.getloadavg()[0]:.2f}); "
+          f"results in {out / 'results.json'}")

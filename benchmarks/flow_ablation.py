@@ -56,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (DTYPES, SIZE, autocast, bundled_tokenizer, judge_pipeline, machine,  # noqa: E402
-                          read_split, table, train_run)
+                          read_split, table, train_run, write_results)
 
 # name -> (activation, --flow_mlp_ratio): equal parameters except gelu-r2, the demo's flow processor
 MODELS = {"bezier": ("bezier", 2.0), "gelu": ("gelu", 6.0), "silu": ("silu", 6.0), "gelu-r2": ("gelu", 2.0)}
@@ -317,9 +317,7 @@ def main(argv=None) -> int:
     summary = {"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
                "machine": machine(), "vae": str(vae), "params": params, "ceiling": ceiling,
                "runs": {f"{n}-s{s}": r for (n, s), r in runs.items()}}
-    (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(f"\nflow_ablation: done in {time.perf_counter() - begin:.0f} s (load average now "
-          f"{os.getloadavg()[0]:.2f}); results in {out / 'results.json'}")
+    write_results(out, "flow_ablation", summary, begin)
     return 0
 
 

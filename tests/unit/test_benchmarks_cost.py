@@ -5,33 +5,21 @@ previous version kept) and than autograd of the formula."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bezier_cost():
-    return _load("bezier_cost")
+    return load_benchmark("bezier_cost")
 
 
 @pytest.fixture(scope="module")
 def mfu():
-    return _load("mfu")
+    return load_benchmark("mfu")
 
 
 def _positive(value) -> bool:

@@ -3,27 +3,16 @@ judges, the paired held-out loss, and the equal wall-clock pick (no numbers abou
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def flow_ablation():
-    saved = list(sys.path)  # the script puts benchmarks/ on sys.path for bench_common
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_flow_ablation", BENCHMARKS / "flow_ablation.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path[:] = saved
+    return load_benchmark("flow_ablation")
 
 
 def test_equal_parameter_models_are_within_a_tenth_of_a_percent(flow_ablation):

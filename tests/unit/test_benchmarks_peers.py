@@ -3,26 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def peers():
-    saved = list(sys.path)  # peers.py puts benchmarks/ on sys.path for its helper module
-    try:
-        spec = importlib.util.spec_from_file_location("peers_bench", BENCH / "peers.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path[:] = saved
+    return load_benchmark("peers")
 
 
 def test_peers_tiny_ours_vs_diffusers(peers):

@@ -3,29 +3,18 @@ about speed or quality: those are measured, not tested)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from pipeline_cases import SIZE, tiny_pipeline
 
 from fluxflow.data.shapes import write_shapes_dataset
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ablation = _load("ablation")
-sampling = _load("sampling")
+ablation = load_benchmark("ablation")
+sampling = load_benchmark("sampling")
 
 
 # ------------------------------------------------------------------------------------------------ PSNR / SSIM
