@@ -1,6 +1,6 @@
 """The whole system on the embedded shapes data set, offline: data -> VAE -> flow -> pipeline -> judged images.
 
-    python examples/shapes_demo.py [--quick] [--out outputs/demo]
+    python examples/shapes_demo.py [--quick] [--out outputs/demo] [--vae_steps N] [--flow_steps N]
 
 1. writes the captioned shapes set (training images and held-out test images);
 2. trains the VAE (stage 1: reconstruction + KL, SPADE; no GAN: at this size and length the adversarial term
@@ -48,8 +48,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a 2-minute smoke run")
     parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--vae_steps", type=int, default=None, help="VAE training steps (default 1,000; quick 30)")
+    parser.add_argument("--flow_steps", type=int, default=None,
+                        help="flow training steps (default 2,000; quick 40)")
     args = parser.parse_args(argv)
-    plan, out = (QUICK if args.quick else FULL), Path(args.out)
+    plan, out = dict(QUICK if args.quick else FULL), Path(args.out)
+    plan.update({k: v for k, v in (("vae_steps", args.vae_steps), ("flow_steps", args.flow_steps)) if v})
     common = ["--img_size", str(SIZE), "--model_preset", "small", "--batch_size", "16", "--seed", "0",
               "--workers", "0", "--log_interval", "25", "--resume_from_checkpoint", "latest"]
 
