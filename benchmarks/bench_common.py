@@ -122,18 +122,6 @@ def judge_pipeline(pipe, prompts: list[str], steps: int, guidance: float, seeds:
     return judge_accuracy(images)
 
 
-def read_split(folder: Path) -> tuple[torch.Tensor, list[str]]:
-    """An imagefolder split (``metadata.jsonl`` + images) as ``[N, 3, H, W]`` in [0, 1] and its captions, in
-    the metadata's order."""
-    import numpy as np
-    from PIL import Image
-
-    with open(folder / "metadata.jsonl", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    arrays = [np.asarray(Image.open(folder / r["file_name"]).convert("RGB"), dtype=np.float32) / 255.0 for r in rows]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), [r["text"] for r in rows]
-
-
 def write_results(out: Path, name: str, summary: dict, began: float) -> None:
     """``out/results.json`` and the closing line every benchmark prints."""
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -52,11 +52,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (DTYPES, SIZE, autocast, bundled_tokenizer, judge_pipeline, machine,  # noqa: E402
-                          read_split, table, train_run, write_results)
+                          table, train_run, write_results)
 
 # name -> (activation, --flow_mlp_ratio): equal parameters except gelu-r2, the demo's flow processor
 MODELS = {"bezier": ("bezier", 2.0), "gelu": ("gelu", 6.0), "silu": ("silu", 6.0), "gelu-r2": ("gelu", 2.0)}
@@ -137,9 +138,12 @@ def checkpoints_with_ema(run: Path, device: str, dtype: torch.dtype):
 def held_out_batch(pipe, data: Path, repeats: int, device: str):
     """Held-out latents (posterior samples, normalized as in training) and text embeddings, ``repeats``
     times over, with fixed noise: the same inputs for every model."""
+    from fluxflow.data.shapes import read_split
+
     images, captions = read_split(data)
     vae, gen = pipe.vae, torch.Generator("cpu").manual_seed(1234)
-    x = images.to(device, vae.dtype) * 2 - 1
+    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)) for im in images]).permute(0, 3, 1, 2)
+    x = x.to(device, vae.dtype) / 127.5 - 1
     z = vae.encode(x).latent_dist.sample(generator=gen)
     x0 = ((z - vae.config.shift_factor) * vae.config.scaling_factor).repeat(repeats, 1, 1, 1)
     text = pipe.encode_prompt(captions)
@@ -168,6 +172,8 @@ def evaluate_run(run: Path, data: Path, plan: dict, device: str, dtype: torch.dt
     cached = run / "quality.json"
     if cached.exists():
         return {int(k): v for k, v in json.loads(cached.read_text()).items()}
+    from fluxflow.data.shapes import read_split
+
     prompts = read_split(data)[1]
     result, inputs = {}, None
     for step, pipe in checkpoints_with_ema(run, device, dtype):
@@ -180,25 +186,14 @@ def evaluate_run(run: Path, data: Path, plan: dict, device: str, dtype: torch.dt
     return result
 
 
-@torch.no_grad()
-def vae_ceiling(pipe, data: Path, device: str, dtype: torch.dtype) -> dict[str, dict]:
+def vae_ceiling(pipe, data: Path) -> dict[str, dict]:
     """The judge on the held-out images themselves and on their VAE reconstructions (posterior mode): no flow
     processor can score above what the VAE it decodes through preserves."""
-    import numpy as np
-    from PIL import Image
-
-    from fluxflow.data.shapes import judge_accuracy
+    from fluxflow.data.shapes import judge_accuracy, judge_reconstructions, read_split
 
     images, captions = read_split(data)
-    with autocast(device, dtype):
-        recon = pipe.vae(images.to(device, pipe.vae.dtype) * 2 - 1).sample
-    recon = (recon.float().clamp(-1, 1) + 1) / 2
-
-    def pil(batch):
-        return [Image.fromarray((x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)) for x in batch]
-
-    return {"held-out images": judge_accuracy(zip(pil(images), captions)),
-            "their VAE reconstructions": judge_accuracy(zip(pil(recon), captions))}
+    return {"held-out images": judge_accuracy(zip(images, captions)),
+            "their VAE reconstructions": judge_reconstructions(pipe.vae, images, captions)}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -312,7 +307,7 @@ def main(argv=None) -> int:
                   f"({time.perf_counter() - start:.0f} s with start-up and evaluation)", flush=True)
 
     pipe = next(checkpoints_with_ema(out / "runs" / f"{next(iter(models))}-s{seeds[0]}", args.device, dtype))[1]
-    ceiling = vae_ceiling(pipe, data / "test", args.device, dtype)
+    ceiling = vae_ceiling(pipe, data / "test")
     print("\n" + report(runs, models, params, seeds, plan, ceiling))
     summary = {"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
                "machine": machine(), "vae": str(vae), "params": params, "ceiling": ceiling,

@@ -25,7 +25,7 @@ import torch
 
 from fluxflow import FluxFlowPipeline
 from fluxflow.cli.train import main as train
-from fluxflow.data.shapes import judge_accuracy, write_shapes_dataset
+from fluxflow.data.shapes import judge_accuracy, judge_reconstructions, read_split, write_shapes_dataset
 
 FULL = {"n": 2000, "n_test": 64, "vae_steps": 1000, "flow_steps": 2000, "sample_steps": 20}
 QUICK = {"n": 128, "n_test": 16, "vae_steps": 30, "flow_steps": 40, "sample_steps": 8}
@@ -37,11 +37,6 @@ def run_stage(name: str, flags: list[str]) -> None:
     if train(flags) != 0:
         raise SystemExit(f"shapes demo: the {name} stage failed")
     print(f"shapes demo: {name} stage done in {time.perf_counter() - start:.0f} s")
-
-
-def held_out(folder: Path) -> list[str]:
-    with open(folder / "metadata.jsonl", encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
 
 
 def main(argv=None) -> int:
@@ -69,11 +64,11 @@ def main(argv=None) -> int:
                        "--ema_decay", "0.995", "--max_sequence_length", "24", "--activation", "gelu",
                        "--cache_text_embeddings", "--checkpoint_save_interval", "500",
                        "--sample_steps", str(plan["sample_steps"]), "--output_path", str(out / "flow"),
-                       "--sample_captions", *held_out(data / "test")[:2]])
+                       "--sample_captions", *read_split(data / "test")[1][:2]])
 
     pipe = FluxFlowPipeline.from_pretrained(out / "flow" / "pipeline")
     pipe.set_progress_bar_config(disable=True)
-    captions = held_out(data / "test")
+    captions = read_split(data / "test")[1]
     images = []
     for start in range(0, len(captions), 16):
         batch = captions[start:start + 16]
@@ -87,9 +82,13 @@ def main(argv=None) -> int:
                            rows, cols)
     grid.save(out / "grid.png")
     result = judge_accuracy(list(zip(images, captions)))
+    # the ceiling: the same judge on the VAE's reconstructions of the held-out images (what any flow can reach)
+    result["vae_ceiling"] = judge_reconstructions(pipe.vae, *read_split(data / "test"))
     (out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print("shapes demo: judge on held-out prompts: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()
-                                                                   if k != "n") + f" (n={result['n']})")
+    for name, scores in (("judge on held-out prompts", result), ("VAE ceiling (its reconstructions of the "
+                                                                  "held-out images)", result["vae_ceiling"])):
+        print(f"shapes demo: {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()
+                                                  if k not in ("n", "vae_ceiling")) + f" (n={scores['n']})")
     print(f"shapes demo: grid {out / 'grid.png'}, pipeline {out / 'flow' / 'pipeline'}")
     return 0
 

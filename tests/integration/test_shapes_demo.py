@@ -16,6 +16,7 @@ def test_quick_shapes_demo_runs_end_to_end(tmp_path):
     assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30"]) == 0
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert result["n"] == demo.QUICK["n_test"] and 0.0 <= result["accuracy"] <= 1.0
+    assert result["vae_ceiling"]["n"] == demo.QUICK["n_test"] and 0.0 <= result["vae_ceiling"]["shape"] <= 1.0
     assert Image.open(tmp_path / "grid.png").size == (8 * 64, 2 * 64)
     assert (tmp_path / "flow" / "pipeline" / "model_index.json").exists()
     from fluxflow.training.checkpoint import state_folders

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
 from fluxflow.cli.make_dataset import main as make_dataset
@@ -132,3 +133,17 @@ def test_make_dataset_command(tmp_path, capsys):
 def test_generated_set_is_balanced():
     counts = Counter(o.shape for i in range(400) for o in make_scene(0, i).objects)
     assert min(counts.values()) > 0.15 * sum(counts.values())
+
+
+def test_judge_reconstructions_scores_what_the_vae_gives_back(tmp_path):
+    from fluxflow.data.shapes import judge_reconstructions, read_split
+    from fluxflow.models import FluxFlowVAE
+
+    write_shapes_dataset(tmp_path, 1, size=32, seed=0, n_test=8, second_object_prob=0.0)
+    images, captions = read_split(tmp_path / "test")
+    assert len(images) == len(captions) == 8 and images[0].size == (32, 32)
+    assert judge_accuracy(zip(images, captions))["accuracy"] == 1.0
+    torch.manual_seed(0)
+    untrained = FluxFlowVAE.from_preset("tiny").eval()  # gives back no object: nothing to find
+    result = judge_reconstructions(untrained, images, captions, batch=3)
+    assert result["n"] == 8 and result["accuracy"] <= 0.25 and result["shape"] <= 0.25

@@ -339,3 +339,28 @@ def judge_accuracy(pairs) -> dict[str, float]:
     return {"accuracy": sum(v.ok for v in verdicts) / n, "colour": sum(v.colour for v in verdicts) / n,
             "shape": sum(v.shape for v in verdicts) / n, "position": sum(v.position for v in verdicts) / n,
             "background": sum(v.background for v in verdicts) / n, "n": n}
+
+
+def read_split(folder: str | Path) -> tuple[list[Image.Image], list[str]]:
+    """The images and captions of a split written by :func:`write_shapes_dataset` (``metadata.jsonl`` order)."""
+    folder = Path(folder)
+    with open(folder / "metadata.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [Image.open(folder / r["file_name"]).convert("RGB") for r in rows], [r["text"] for r in rows]
+
+
+def judge_reconstructions(vae, images: list[Image.Image], captions: list[str], batch: int = 64) -> dict[str, float]:
+    """:func:`judge_accuracy` of ``vae``'s reconstructions (posterior mode) of ``images``: the most a flow
+    processor that decodes through this VAE can score on these captions, i.e. whether the VAE or the flow
+    limits prompt adherence."""
+    import torch
+
+    param = next(vae.parameters())
+    recon = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = np.stack([np.asarray(im, dtype=np.float32) / 127.5 - 1 for im in images[i:i + batch]])
+            x = torch.from_numpy(x).permute(0, 3, 1, 2).to(param.device, param.dtype)
+            y = ((vae(x).sample.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
+            recon += [Image.fromarray(a) for a in y.numpy()]
+    return judge_accuracy(zip(recon, captions))
