@@ -32,9 +32,10 @@ the shapes data set of ``examples/shapes_demo.py`` (2,000 captioned 32-px images
 5. **Equal training compute = equal wall-clock**: each model at its latest checkpoint within the fastest
    model's total train time.
 
-Full: about 35-45 minutes on the 2-core VM with one thread and a given VAE (results in
-benchmarks/results/flow_ablation.md); ``--quick``: about a minute (a smoke run, numbers meaningless). On a
-GPU: ``--device cuda --dtype bf16`` with larger ``--steps``.
+Full: 48 minutes on the 2-core VM with one thread and a given VAE (2867 s, the other core busy; each model
+6-10 minutes of training and 2.5-3.5 of evaluation; results in benchmarks/results/flow_ablation.md), about
+10 more without ``--vae``; ``--quick``: under a minute (a smoke run, numbers meaningless). On a GPU:
+``--device cuda --dtype bf16`` with larger ``--steps``.
 """
 
 from __future__ import annotations
