@@ -20,7 +20,7 @@
 The pipeline: ``--pipeline PATH``; else the first of ``outputs/demo/pipeline``,
 ``outputs/demo/flow/pipeline``, ``outputs/demo_full/flow/pipeline`` (``examples/shapes_demo.py``'s export);
 else a small one is trained first the way ``shapes_demo.py`` does (data, VAE, flow processor through
-``fluxflow-train``, 400 + 800 steps instead of the demo's 1,000 + 2,000; ``--quick``: 30 + 40 steps). The
+``fluxflow-train``, 400 + 800 steps instead of the demo's 2,000 + 3,000; ``--quick``: 30 + 40 steps). The
 held-out prompts are read from ``data/test`` beside the pipeline's run folder when it is there, else
 regenerated from the shapes generator (``--n_train``, ``--n_test``: the demo's 2,000 and 64).
 
