@@ -8,8 +8,9 @@
 The second half of the ablation the earlier release never ran (``benchmarks/ablation.py`` does the VAE), on
 the shapes data set of ``examples/shapes_demo.py`` (2,000 captioned 32-px images; 64 held-out prompts):
 
-1. **One VAE for all**: ``--vae`` (a VAE folder or a ``checkpoint.safetensors``), else the demo's VAE stage is
-   trained first (1,000 steps; about 10 minutes on one core), so every flow processor sees the same latents.
+1. **One VAE for all**: ``--vae`` (a VAE folder or a ``checkpoint.safetensors``), else the demo's VAE recipe is
+   trained first for 1,000 steps (the length of the measured run's VAE; the demo now uses 2,000; about 10
+   minutes on one core), so every flow processor sees the same latents.
 2. **Flow processors at equal parameters** (the ``small`` preset: width 256, 8 blocks, 16 tokens). A Bezier
    MLP is ``Linear(d, 5h) -> curve -> Linear(h, d)``, three times the weights of a GELU/SiLU MLP of the same
    ``h``, so GELU and SiLU get ``--flow_mlp_ratio 6`` against Bezier's 2: 14.24 M parameters each, within

@@ -110,7 +110,7 @@ bench ablation 120 benchmarks/ablation.py --device cuda --dtype "$(bf16 benchmar
 FLOW_VAE=()
 [ -f outputs/sampling/flow/pipeline/vae/config.json ] && FLOW_VAE=(--vae outputs/sampling/flow/pipeline/vae)
 bench flow_ablation 120 benchmarks/flow_ablation.py --device cuda --dtype "$(bf16 benchmarks/flow_ablation.py)" \
-    --steps 400 --models bezier gelu "${FLOW_VAE[@]}"
+    --steps 400 --models bezier gelu ${FLOW_VAE[@]+"${FLOW_VAE[@]}"}
 
 # FLOPs per 512-px image (counted on the CPU: the script has no device flag; FLOPs do not depend on it).
 bench model_flops 45 benchmarks/model_flops.py --preset base --img_size 512
