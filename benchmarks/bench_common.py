@@ -127,3 +127,14 @@ def write_results(out: Path, name: str, summary: dict, began: float) -> None:
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\n{name}: done in {time.perf_counter() - began:.0f} s (load average now {os.getloadavg()[0]:.2f}); "
           f"results in {out / 'results.json'}")
+
+
+def add_device_args(parser, dtype_default: str | None, dtype_help: str) -> None:
+    """``--device``, ``--threads`` and ``--dtype`` (torch names or the short ones of ``DTYPE_ALIASES``) of the
+    cost benchmarks."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's). On a shared 2-core VM use 1: with 2, a "
+                             "busy other core stalls every parallel kernel and single timings swing 10x")
+    parser.add_argument("--dtype", default=dtype_default, choices=[*DTYPE_ALIASES.values(), *DTYPE_ALIASES],
+                        help=dtype_help)

@@ -74,7 +74,7 @@ from fluxflow.models.bezier import bezier, bezier_activation, set_bezier_kernels
 from fluxflow.models.layers import FeedForward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import DTYPE_ALIASES, sync  # noqa: E402
+from bench_common import DTYPE_ALIASES, add_device_args, sync  # noqa: E402
 
 
 def with_kernels(kernels: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -386,12 +386,7 @@ def summary(results: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's). On a shared 2-core VM use 1: with 2, a "
-                             "busy other core stalls every parallel kernel and single timings swing 10x")
-    parser.add_argument("--dtype", default="float32", choices=[*DTYPE_ALIASES.values(), *DTYPE_ALIASES],
-                        help="float32 (CPU default), bfloat16 or float16; or fp32/bf16/fp16")
+    add_device_args(parser, "float32", "float32 (CPU default), bfloat16 or float16; or fp32/bf16/fp16")
     parser.add_argument("--rows", type=int, default=4096, help="tokens (batch x sequence) per call")
     parser.add_argument("--channels", type=int, default=1024, help="OUTPUT channels (Bezier reads 5x)")
     parser.add_argument("--repeats", type=int, default=9)

@@ -188,14 +188,14 @@ def evaluate_run(run: Path, data: Path, plan: dict, device: str, dtype: torch.dt
     return result
 
 
-def vae_ceiling(pipe, data: Path) -> dict[str, dict]:
+def vae_ceiling(vae, data: Path) -> dict[str, dict]:
     """The judge on the held-out images themselves and on their VAE reconstructions (posterior mode): no flow
     processor can score above what the VAE it decodes through preserves."""
     from fluxflow.data.shapes import judge_accuracy, judge_reconstructions, read_split
 
     images, captions = read_split(data)
     return {"held-out images": judge_accuracy(zip(images, captions)),
-            "their VAE reconstructions": judge_reconstructions(pipe.vae, images, captions)}
+            "their VAE reconstructions": judge_reconstructions(vae, images, captions)}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -308,8 +308,11 @@ def main(argv=None) -> int:
                   f"{last['accuracy']:.3f}, held-out loss {last['loss']:.4f} "
                   f"({time.perf_counter() - start:.0f} s with start-up and evaluation)", flush=True)
 
-    pipe = next(checkpoints_with_ema(out / "runs" / f"{next(iter(models))}-s{seeds[0]}", args.device, dtype))[1]
-    ceiling = vae_ceiling(pipe, data / "test")
+    from fluxflow.models import FluxFlowVAE
+
+    first_run = out / "runs" / f"{next(iter(models))}-s{seeds[0]}"
+    vae_model = FluxFlowVAE.from_pretrained(first_run / "pipeline" / "vae", dtype=dtype).to(args.device).eval()
+    ceiling = vae_ceiling(vae_model, data / "test")
     print("\n" + report(runs, models, params, seeds, plan, ceiling))
     summary = {"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
                "machine": machine(), "vae": str(vae), "params": params, "ceiling": ceiling,

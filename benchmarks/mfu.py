@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fluxflow.models import FluxFlowTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import DTYPE_ALIASES, sync  # noqa: E402
+from bench_common import DTYPE_ALIASES, add_device_args, sync  # noqa: E402
 
 def matmul_rate(n: int, dtype, device: str, repeats: int = 3) -> tuple[float, float]:
     """(milliseconds, TFLOP/s) of one ``n x n @ n x n`` matmul, best of ``repeats`` after a warm-up."""
@@ -149,12 +149,7 @@ def format_steps(rows: list[dict], peak_tflops: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's). On a shared 2-core VM use 1: with 2, a "
-                             "busy other core stalls every parallel kernel and single timings swing 10x")
-    parser.add_argument("--dtype", default=None, choices=[*DTYPE_ALIASES.values(), *DTYPE_ALIASES],
-                        help="default: float32 on CPU, bfloat16 on CUDA (fp32/bf16/fp16 accepted too)")
+    add_device_args(parser, None, "default: float32 on CPU, bfloat16 on CUDA (fp32/bf16/fp16 accepted too)")
     parser.add_argument("--preset", nargs="+", default=["small", "base"])
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=256, help="image tokens (a square number of patches)")

@@ -157,6 +157,16 @@ def _bernstein_grads(t, grad_out, outs, scratch0, scratch1) -> None:
     torch.mul(gt2, t, out=g3)
 
 
+def _dbdt(t, s, p0, p1, p2, p3):
+    """``dB/dt = 3 [ s^2 (p1 - p0) + 2 s t (p2 - p1) + t^2 (p3 - p2) ]`` with ``s = 1 - t`` (out of place)."""
+    return 3 * (s * s * (p1 - p0) + 2 * s * t * (p2 - p1) + t * t * (p3 - p2))
+
+
+def _bernstein_weights(t, s):
+    """The cubic Bernstein weights ``s^3, 3 s^2 t, 3 s t^2, t^3`` (out of place)."""
+    return s * s * s, 3 * s * s * t, 3 * s * t * t, t * t * t
+
+
 def _formula_forward(x: torch.Tensor, dim: int, t_pre: str, p_pre: str, keep: bool):
     """Out-of-place formulas for ``torch.compile`` (inductor fuses each into one kernel); same results as the
     eager kernels."""
@@ -166,8 +176,7 @@ def _formula_forward(x: torch.Tensor, dim: int, t_pre: str, p_pre: str, keep: bo
     out = bezier(t, p0, p1, p2, p3)
     if not keep:
         return (out,)
-    s = 1 - t
-    k = 3 * (s * s * (p1 - p0) + 2 * s * t * (p2 - p1) + t * t * (p3 - p2))
+    k = _dbdt(t, 1 - t, p0, p1, p2, p3)
     if dt is not None:
         k = k * dt
     if t_pre == "none":
@@ -179,20 +188,15 @@ def _formula_backward(x: torch.Tensor, grad_out: torch.Tensor, dim: int, t_pre: 
     a_t, *a_p = x.chunk(5, dim=dim)
     t, dt = _pre_activation(t_pre, a_t)
     ps, dps = zip(*(_pre_activation(p_pre, a) for a in a_p))
-    p0, p1, p2, p3 = ps
     s = 1 - t
-    # dB/dt = 3 [ s^2 (p1 - p0) + 2 s t (p2 - p1) + t^2 (p3 - p2) ]
-    dB_dt = 3 * (s * s * (p1 - p0) + 2 * s * t * (p2 - p1) + t * t * (p3 - p2))
-    weights = (s * s * s, 3 * s * s * t, 3 * s * t * t, t * t * t)
+    dB_dt, weights = _dbdt(t, s, *ps), _bernstein_weights(t, s)
     g_t = grad_out * dB_dt if dt is None else grad_out * dB_dt * dt
     g_ps = [grad_out * w if d is None else grad_out * w * d for w, d in zip(weights, dps)]
     return torch.cat([g_t, *g_ps], dim=dim)
 
 
 def _formula_backward_curve(t: torch.Tensor, k: torch.Tensor, grad_out: torch.Tensor, dim: int):
-    s = 1 - t
-    weights = (s * s * s, 3 * s * s * t, 3 * s * t * t, t * t * t)
-    return torch.cat([grad_out * k, *(grad_out * w for w in weights)], dim=dim)
+    return torch.cat([grad_out * k, *(grad_out * w for w in _bernstein_weights(t, 1 - t))], dim=dim)
 
 
 _EAGER = {"forward": _eager_forward, "backward": _eager_backward, "backward_curve": _eager_backward_curve}
