@@ -67,13 +67,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fluxflow.models import FluxFlowVAE
+from fluxflow.models.layers import ACTIVATIONS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (DTYPES, SIZE, autocast, bundled_tokenizer, machine, sync, table,  # noqa: E402
                           train_run, write_results)
 
 RATIOS = (1, 2, 4)  # stage width proportions of the demo's VAE (32/64/128)
-ACTIVATIONS = ("bezier", "silu", "gelu")
 
 # sweep_down / sweep_up: first widths w of the Bezier VAEs w/2w/4w tried below / above the reference
 FULL = {"n_train": 2000, "n_test": 256, "steps": 300, "ref_widths": (16, 32, 64), "seeds": (0, 1),
@@ -253,7 +253,7 @@ def speed(activation: str, widths, batch: int, device: str, dtype: torch.dtype, 
     from torch.utils.flop_counter import FlopCounterMode
 
     from fluxflow.training.losses import kl_loss, reconstruction_loss
-    from fluxflow.training.vae_step import VAEForward
+    from fluxflow.training.vae_objective import VAEForward
 
     torch.manual_seed(0)
     vae = FluxFlowVAE.from_preset("small", activation=activation, block_out_channels=tuple(widths)).to(device)
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M')}\nmachine: {machine()}; device {args.device}, {args.dtype}\n",
           flush=True)
 
-    from fluxflow.data.shapes import write_shapes_dataset
+    from fluxflow.datasets.shapes import write_shapes_dataset
 
     data = out / "data"
     if not (data / "test" / "metadata.jsonl").exists():

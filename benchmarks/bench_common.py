@@ -110,7 +110,7 @@ def judge_pipeline(pipe, prompts: list[str], steps: int, guidance: float, seeds:
                    batch: int = 16) -> dict:
     """Shapes-judge accuracy of ``pipe`` on ``prompts``: each prompt drawn with ``seeds`` starting noises
     (generator seeds ``1000 * seed + index``: the same noise for every model and step count)."""
-    from fluxflow.data.shapes import judge_accuracy
+    from fluxflow.datasets.shapes import judge_accuracy
 
     images = []
     for seed in range(seeds):

@@ -140,7 +140,7 @@ def checkpoints_with_ema(run: Path, device: str, dtype: torch.dtype):
 def held_out_batch(pipe, data: Path, repeats: int, device: str):
     """Held-out latents (posterior samples, normalized as in training) and text embeddings, ``repeats``
     times over, with fixed noise: the same inputs for every model."""
-    from fluxflow.data.shapes import read_split
+    from fluxflow.datasets.shapes import read_split
 
     images, captions = read_split(data)
     vae, gen = pipe.vae, torch.Generator("cpu").manual_seed(1234)
@@ -148,8 +148,8 @@ def held_out_batch(pipe, data: Path, repeats: int, device: str):
     x = x.to(device, vae.dtype) / 127.5 - 1
     z = vae.encode(x).latent_dist.sample(generator=gen)
     x0 = ((z - vae.config.shift_factor) * vae.config.scaling_factor).repeat(repeats, 1, 1, 1)
-    text = pipe.encode_prompt(captions)
-    return x0, tuple(t.repeat(repeats, *([1] * (t.dim() - 1))) for t in (text.embeds, text.pooled, text.mask))
+    embeds, _, pooled, _, mask, _ = pipe.encode_prompt(captions, do_classifier_free_guidance=False)
+    return x0, tuple(t.repeat(repeats, *([1] * (t.dim() - 1))) for t in (embeds, pooled, mask))
 
 
 @torch.no_grad()
@@ -157,7 +157,7 @@ def held_out_loss(pipe, x0, text, device: str, dtype: torch.dtype, batch: int = 
     """The flow-matching loss of ``pipe.transformer`` on the held-out batch (noise and levels seeded: paired
     across models and checkpoints)."""
     from fluxflow.training.config import TrainConfig
-    from fluxflow.training.flow_step import FlowObjective
+    from fluxflow.training.flow_objective import FlowObjective
 
     objective, gen = FlowObjective(TrainConfig()), torch.Generator("cpu").manual_seed(4321)
     pipe.transformer.eval()
@@ -174,7 +174,7 @@ def evaluate_run(run: Path, data: Path, plan: dict, device: str, dtype: torch.dt
     cached = run / "quality.json"
     if cached.exists():
         return {int(k): v for k, v in json.loads(cached.read_text()).items()}
-    from fluxflow.data.shapes import read_split
+    from fluxflow.datasets.shapes import read_split
 
     prompts = read_split(data)[1]
     result, inputs = {}, None
@@ -191,7 +191,7 @@ def evaluate_run(run: Path, data: Path, plan: dict, device: str, dtype: torch.dt
 def vae_ceiling(vae, data: Path) -> dict[str, dict]:
     """The judge on the held-out images themselves and on their VAE reconstructions (posterior mode): no flow
     processor can score above what the VAE it decodes through preserves."""
-    from fluxflow.data.shapes import judge_accuracy, judge_reconstructions, read_split
+    from fluxflow.datasets.shapes import judge_accuracy, judge_reconstructions, read_split
 
     images, captions = read_split(data)
     return {"held-out images": judge_accuracy(zip(images, captions)),
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     print(f"# Flow-processor ablation, {'quick' if args.quick else 'full'} run, {time.strftime('%Y-%m-%d %H:%M')}"
           f"\nmachine: {machine()}; device {args.device}, {args.dtype}\n", flush=True)
 
-    from fluxflow.data.shapes import write_shapes_dataset
+    from fluxflow.datasets.shapes import write_shapes_dataset
 
     data = out / "data"
     if not (data / "test" / "metadata.jsonl").exists():

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from fluxflow.cli.train import main as train
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training.metrics import read_metrics
 
 

@@ -14,7 +14,7 @@
     several rounds after a warm-up; the progress bar is off, as in the shapes demo.
 (b) **Steps vs prompt adherence.** The held-out prompts of the shapes data set (never seen in training),
     generated at each of ``--steps`` (guidance 4, as the demo) with the same starting noise for every step
-    count, scored by ``fluxflow.data.shapes.judge_image`` (analytic: colour, shape, 3x3 position,
+    count, scored by ``fluxflow.datasets.shapes.judge_image`` (analytic: colour, shape, 3x3 position,
     background): how few steps suffice.
 
 The pipeline: ``--pipeline PATH``; else the first of ``outputs/demo/pipeline``,
@@ -47,7 +47,7 @@ from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from fluxflow import FluxFlowPipeline
-from fluxflow.data.shapes import make_scene
+from fluxflow.datasets.shapes import make_scene
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import DTYPES, SIZE, generators, judge_pipeline, machine, sync, table  # noqa: E402
@@ -64,9 +64,10 @@ QUICK = {"batches": (1, 4), "latency_steps": 8, "repeats": 2, "steps": (1, 4, 8)
 def text_embeddings(pipe: FluxFlowPipeline, prompts: list[str]):
     """``(cond, uncond)`` :class:`PromptEmbeddings` exactly as the pipeline makes them: the prompts, and the
     empty prompt (the null condition) padded to the same length."""
-    cond = pipe.encode_prompt(prompts)
-    uncond = pipe.encode_prompt([""] * len(prompts), max_sequence_length=cond.embeds.shape[1])
-    return cond, uncond
+    from fluxflow.pipelines import PromptEmbeddings
+
+    embeds, neg_embeds, pooled, neg_pooled, mask, neg_mask = pipe.encode_prompt(prompts)
+    return PromptEmbeddings(embeds, pooled, mask), PromptEmbeddings(neg_embeds, neg_pooled, neg_mask)
 
 
 def pipeline_kwargs(cond, uncond) -> dict:
@@ -157,7 +158,7 @@ def find_pipeline(given: str | None) -> Path | None:
 def train_pipeline(out: Path, plan: dict) -> Path:
     """A small shapes pipeline, trained the way ``examples/shapes_demo.py`` does (its flags, fewer steps)."""
     from fluxflow.cli.train import main as train
-    from fluxflow.data.shapes import write_shapes_dataset
+    from fluxflow.datasets.shapes import write_shapes_dataset
 
     if (out / "flow" / "pipeline" / "model_index.json").exists():
         return out / "flow" / "pipeline"

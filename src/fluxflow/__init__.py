@@ -11,7 +11,6 @@ __version__ = "0.1.0.dev0"
 
 _EXPORTS = {
     "BezierActivation": "fluxflow.models.bezier",
-    "TrainableBezier": "fluxflow.models.bezier",
     "SPADE": "fluxflow.models.spade",
     "FluxFlowVAE": "fluxflow.models.vae",
     "FluxFlowTransformer": "fluxflow.models.transformer",

@@ -31,7 +31,7 @@ sys.exit(0 if a.keys() == b.keys() and worst < 1e-2 else 1)
 PY
 }
 
-$PY -c "from fluxflow.data.shapes import write_shapes_dataset as w; w('$OUT/shapes', 256, size=64, seed=0)"
+$PY -c "from fluxflow.datasets.shapes import write_shapes_dataset as w; w('$OUT/shapes', 256, size=64, seed=0)"
 
 # 1. bf16 VAE stage on one GPU (DDP config when several): the VAE every later check starts from
 launch accelerate_configs/single_gpu.yaml 1 "$OUT/vae" --train_vae --gan_training --max_train_steps 20

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training.metrics import read_metrics
 
 

@@ -2,17 +2,52 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 DEMO = Path(__file__).parents[2] / "examples" / "shapes_demo.py"
 
 
-def test_quick_shapes_demo_runs_end_to_end(tmp_path):
+def load_demo():
     spec = importlib.util.spec_from_file_location("shapes_demo", DEMO)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_help_states_the_plans_defaults(capsys):
+    """--help names the step counts the script really runs (it once said 1,000/2,000 for 2,000/3,000)."""
+    demo = load_demo()
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    number = r"(\d[\d,]*)"
+
+    def stated(pattern: str, where: str = text) -> list[int]:
+        match = re.search(pattern, where, re.IGNORECASE)
+        assert match, f"--help does not state {pattern!r}: {where}"
+        return [int(g.replace(",", "")) for g in match.groups()]
+
+    options = text.split("options:")[-1]
+    for stage in ("vae", "flow"):
+        default, quick = stated(rf"--{stage}_steps \S+ {stage} training steps \(default:? {number}; "
+                                rf"(?:with --quick:?|quick) {number}\)", options)
+        assert (default, quick) == (demo.FULL[f"{stage}_steps"], demo.QUICK[f"{stage}_steps"])
+    quick_help = re.search(r"--quick (.*?) --out", options).group(1)
+    assert stated(rf"{number} images, VAE {number} steps, flow {number} steps", quick_help) == [
+        demo.QUICK["n"], demo.QUICK["vae_steps"], demo.QUICK["flow_steps"]]
+    assert demo.QUICK_TIME in quick_help and demo.FULL_TIME in quick_help
+    # the measured run in the docstring is of the full plan
+    assert stated(rf"VAE {number} steps \d+ s, flow {number} steps") == [
+        demo.FULL["vae_steps"], demo.FULL["flow_steps"]]
+
+
+def test_quick_shapes_demo_runs_end_to_end(tmp_path):
+    demo = load_demo()
     assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30"]) == 0
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert result["n"] == demo.QUICK["n_test"] and 0.0 <= result["accuracy"] <= 1.0

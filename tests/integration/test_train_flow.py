@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from fluxflow import FluxFlowPipeline
 from fluxflow.cli.train import main
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training.metrics import read_metrics
 
 CAPTIONS = ["a red circle in the top left on a white background", "a blue square"]

@@ -9,7 +9,7 @@ from resume_check import assert_resume_is_exact
 from safetensors.torch import load_file
 
 from fluxflow.cli.train import main
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training.metrics import read_metrics
 from fluxflow.training.samples import VAE_SUFFIXES, image_hash
 
@@ -104,3 +104,20 @@ def test_scale_lr_multiplies_the_whole_schedule_by_the_effective_batch(shapes, t
     plain = [r["lr/vae"] for r in read_metrics(tmp_path / "plain" / "logs" / "metrics.jsonl")]
     scaled = [r["lr/vae"] for r in read_metrics(tmp_path / "scaled" / "logs" / "metrics.jsonl")]
     assert len(plain) == 2 and scaled == pytest.approx([8 * lr for lr in plain], rel=1e-9)  # 4 x 1 x 2
+
+
+def test_gradient_checkpointing_trains_vae_and_gan_as_without_it(shapes, tmp_path):
+    """Stage 1 with the memory-saving flag: the frozen discriminator call in the generator loss used to die at
+    the first backward (CheckpointError). The losses and weights match the run without the flag."""
+    flags = ["--train_vae", "--gan_training", "--max_train_steps", "2", "--no_samples", "--log_interval", "1"]
+    _train(shapes, tmp_path / "plain", *flags)
+    _train(shapes, tmp_path / "checkpointed", *flags, "--gradient_checkpointing")
+    plain = read_metrics(tmp_path / "plain" / "logs" / "metrics.jsonl")
+    checkpointed = read_metrics(tmp_path / "checkpointed" / "logs" / "metrics.jsonl")
+    for key in ("loss/vae", "loss/generator_adv", "loss/discriminator"):
+        assert [r[key] for r in checkpointed] == pytest.approx([r[key] for r in plain], rel=1e-5, abs=1e-7)
+    a = load_file(tmp_path / "plain" / "checkpoint.safetensors")
+    b = load_file(tmp_path / "checkpointed" / "checkpoint.safetensors")
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)

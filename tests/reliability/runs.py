@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 
 # every mode at once: VAE + GAN + SPADE + flow + EMA, with the KL warm-up still running
 ALL_MODES = ["--train_vae", "--gan_training", "--train_spade", "--train_diff_full", "--use_ema",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from fluxflow.cli.train import main
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 
 SECONDS = 2.0  # per case; validation reads a few small files, it builds nothing
 
@@ -112,7 +112,7 @@ CASES = [
     case("sample_sizes-not-multiple-of-16", "--sample_sizes 32 40", "--sample_sizes", "40"),
     case("sample_steps-zero", "--sample_steps 0", "--sample_steps"),
     case("flow_patch_size-3", "--flow_patch_size 3", "--flow_patch_size"),
-    case("flow_mlp_ratio-zero", "--flow_mlp_ratio 0", "--flow_mlp_ratio must be in"),
+    case("flow_mlp_ratio-zero", "--flow_mlp_ratio 0", "--flow_mlp_ratio must be >= 0.25"),
     case("flow_mlp_ratio-nan", "--flow_mlp_ratio nan", "--flow_mlp_ratio must be a finite number"),
     case("max_sequence_length-too-short", "--max_sequence_length 2", "--max_sequence_length"),
     case("vae_block_out_channels-zero", "--vae_block_out_channels 16 0", "--vae_block_out_channels"),

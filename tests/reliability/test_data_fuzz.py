@@ -216,14 +216,28 @@ def test_bombs_are_skipped_from_the_header_without_decoding(source, fuzz_folder,
     assert Image.MAX_IMAGE_PIXELS == DataConfig().max_image_pixels  # PIL's global limit is left alone
 
 
+@pytest.mark.parametrize("source", ["folder", "parquet"])
+def test_strict_mode_reports_every_bad_item_in_one_pass(source, fuzz_folder, fuzz_parquet):
+    """The up-front problems and every image that fails to decode, counted per kind, in one error."""
+    cfg, fz = config(source, fuzz_folder, fuzz_parquet, strict_data=True)
+    with pytest.raises(DataError) as err:
+        build_dataset(cfg)
+    found = re.match(r"--strict_data: (\d+) of (\d+) samples are bad \((.*)\):\n", str(err.value))
+    assert found and found.group(1) == str(sum(fz.bad.values())) and found.group(2) == str(fz.n_named)
+    counts = {k: int(n) for n, k in (part.split(" ") for part in found.group(3).split(", "))}
+    assert counts == dict(fz.bad) and Counter(p.kind for p in err.value.problems) == fz.bad
+
+
 def test_strict_mode_lists_the_up_front_problems_first(fuzz_folder):
     cfg, fz = config("folder", fuzz_folder, None, strict_data=True)
     with pytest.raises(DataError) as err:
         build_dataset(cfg)
     text = str(err.value)
-    found = re.match(r"--strict_data: (\d+) of (\d+) samples are bad:\n  - (.*)\n", text)
+    found = re.match(r"--strict_data: (\d+) of (\d+) samples are bad \(.*\):\n  - (.*)\n", text)
+    assert found and found.group(2) == str(fz.n_named) and found.group(1) == str(sum(fz.bad.values()))
     up_front = sum(n for k, n in fz.bad.items() if k in UP_FRONT) + 1  # + the line that is not UTF-8
-    assert found and found.group(2) == str(fz.n_named) and found.group(1) == str(up_front)
+    first = err.value.problems[:up_front]  # found without decoding, so listed before the decoded ones
+    assert all(p.kind in UP_FRONT or p.detail.startswith("not UTF-8") for p in first)
     assert found.group(3) == f"{fz.first_bad} (line 1): missing (not found under {cfg.data_path})"
     assert "  - img4.png (line 6): unreadable (not UTF-8 (invalid continuation byte at byte 12))\n" in text
     assert len(text) < 5000  # the 100,000-character line is shortened in messages
@@ -240,7 +254,7 @@ def test_strict_mode_decodes_every_image_and_names_each_bad_one(tmp_path, fuzz_f
         build_dataset(DataConfig(data_path=str(root), captions_file=str(tmp_path / "c.txt"), img_size=IMG,
                                  strict_data=True))
     message = str(err.value)
-    assert message.startswith(f"--strict_data: {len(files)} of {len(files) + 3} samples are bad:")
+    assert message.startswith(f"--strict_data: {len(files)} of {len(files) + 3} samples are bad (")
     listed = re.findall(r"  - (\S+) \(line \d+\): (\w+)", message)
     assert len(listed) == 10 and all(files[name] == kind for name, kind in listed)
     assert f"... and {len(files) - 10} more" in message
@@ -250,7 +264,7 @@ def test_strict_mode_decodes_every_image_and_names_each_bad_one(tmp_path, fuzz_f
 
 def shapes_with_every_bad_kind(root: Path) -> tuple[Path, str]:
     """8 good 32-px shapes and one bad file or line of each kind; returns the captions file and first bad."""
-    from fluxflow.data.shapes import write_shapes_dataset
+    from fluxflow.datasets.shapes import write_shapes_dataset
 
     data = write_shapes_dataset(root, 8, size=32, seed=0) / "train"
     bad = bad_image_files()
@@ -287,5 +301,7 @@ def test_train_cli_trains_through_every_bad_kind_and_strict_mode_stops(tmp_path,
 
     assert main([*argv, "--output_path", str(tmp_path / "strict"), "--strict_data"]) == 2
     err = capsys.readouterr().err
-    assert "fluxflow-train: error: --strict_data: 9 of 24 samples are bad" in err
+    # the 9 bad lines found up front and the 7 files that only decoding finds, in one run
+    assert ("fluxflow-train: error: --strict_data: 16 of 24 samples are bad (5 missing, 2 empty_caption, "
+            "1 zero_byte, 1 bomb, 2 not_image, 3 truncated, 2 unreadable)") in err
     assert f"  - {first_bad} (line 9): missing" in err

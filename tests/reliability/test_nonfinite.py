@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from fluxflow.cli.train import main
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training import trainer
 from fluxflow.training.checkpoint import state_folders
 from fluxflow.training.metrics import read_metrics
-from fluxflow.training.vae_step import VAEObjective
+from fluxflow.training.vae_objective import VAEObjective
 
 
 @pytest.fixture(scope="module")

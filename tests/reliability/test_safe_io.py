@@ -15,7 +15,7 @@ from safetensors import safe_open
 import fluxflow.pipelines.single_file as single_file
 from fluxflow.atomic import atomic_path, recover_folder, replace_folder
 from fluxflow.cli.train import main
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training import checkpoint
 from fluxflow.training.checkpoint import RUN_STATE_FILE, state_folders
 

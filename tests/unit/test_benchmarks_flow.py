@@ -24,7 +24,7 @@ def test_equal_parameter_models_are_within_a_tenth_of_a_percent(flow_ablation):
 
 def test_checkpoints_carry_their_own_ema_weights(flow_ablation, tmp_path):
     from fluxflow import FluxFlowPipeline
-    from fluxflow.data.shapes import write_shapes_dataset
+    from fluxflow.datasets.shapes import write_shapes_dataset
 
     plan = dict(flow_ablation.QUICK, steps=2, evals=2, vae_steps=1)
     data = write_shapes_dataset(tmp_path / "data", 16, size=32, seed=0, n_test=4, second_object_prob=0.0)

@@ -11,7 +11,7 @@ import torch
 from benchmark_scripts import load_benchmark
 from pipeline_cases import SIZE, tiny_pipeline
 
-from fluxflow.data.shapes import write_shapes_dataset
+from fluxflow.datasets.shapes import write_shapes_dataset
 
 ablation = load_benchmark("ablation")
 sampling = load_benchmark("sampling")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fluxflow.models.bezier import PRE_ACTIVATIONS, BezierActivation, TrainableBezier, bezier, bezier_activation
+from fluxflow.models.bezier import PRE_ACTIVATIONS, BezierActivation, bezier, bezier_activation
 
 
 def _chunks(t, p0, p1, p2, p3, dim=-1):
@@ -65,34 +65,6 @@ def test_bad_inputs_name_the_problem():
         BezierActivation()(torch.randn(2, 12))
     with pytest.raises(ValueError, match="allowed: sigmoid"):
         BezierActivation(t_pre_activation="softplus")
-
-
-def test_trainable_bezier_starts_as_sigmoid_and_matches_hand_value():
-    x = torch.randn(2, 3, 4, 4)
-    tb = TrainableBezier(3)
-    torch.testing.assert_close(tb(x), torch.sigmoid(x))
-    with torch.no_grad():
-        tb.control_points.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0]] * 3))
-    assert tb(torch.zeros(1, 3, 1, 1)).flatten().tolist() == pytest.approx([2.5] * 3)
-
-
-def test_trainable_bezier_is_per_channel_on_tokens_and_maps():
-    tb = TrainableBezier(4, init=(-2.0, -0.5, 0.5, 2.0))
-    with torch.no_grad():
-        tb.control_points[2] = torch.tensor([0.0, 0.0, 0.0, 0.0])
-    assert tb(torch.randn(2, 9, 4))[..., 2].abs().max() == 0  # tokens: channels last
-    assert tb(torch.randn(2, 4, 5, 5))[:, 2].abs().max() == 0  # NCHW: channel dim 1
-    with pytest.raises(ValueError, match="expects 4 channels"):
-        tb(torch.randn(2, 3, 5, 5))
-
-
-def test_trainable_bezier_gradcheck_including_control_points():
-    tb = TrainableBezier(3, init=(-1.0, 0.2, 0.7, 1.0), dim=1).double()
-    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    cp = tb.control_points.detach().clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda v, c: torch.func.functional_call(tb, {"control_points": c}, (v,)), (x, cp))
-    (g,) = torch.autograd.grad(tb(x).sum(), tb.control_points)
-    assert g.abs().sum() > 0
 
 
 def test_compiled_kernels_match_eager_kernels_across_sizes():

@@ -62,8 +62,43 @@ def test_strict_mode_fails_up_front_listing_the_problems(tmp_path):
         build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
                                  strict_data=True))
     text = str(err.value)
-    assert text.startswith("--strict_data: 3 of 13 samples are bad")  # cheap checks fail before decoding
+    # one pass: the cheap checks and the decode of every other image, in one error
+    assert text.startswith("--strict_data: 7 of 13 samples are bad (1 missing, 1 empty_caption, 1 zero_byte, "
+                           "1 bomb, 1 not_image, 1 truncated, 1 unreadable):\n")
     assert "missing.png (line 12): missing" in text and "zero_byte.png (line 7): zero_byte" in text
+    assert sorted(p.kind for p in err.value.problems) == sorted(BAD_KINDS)
+
+
+def test_strict_mode_reports_cheap_and_decode_problems_in_one_pass(tmp_path):
+    """Missing files and empty captions do not hide the corrupt and truncated images behind them."""
+    images = bad_files()
+    (tmp_path / "corrupt.png").write_bytes(images["unreadable"])
+    (tmp_path / "cut.png").write_bytes(images["truncated"])
+    captions = write_folder(tmp_path, n=GOOD, size=24, extra_lines=(
+        "gone1.png\tnot on disk", "img1.png\t", "corrupt.png\tcorrupt pixels", "gone2.png\tnot on disk either",
+        "cut.png\tcut short"))
+    with pytest.raises(DataError) as err:
+        build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
+                                 strict_data=True))
+    text = str(err.value)
+    assert text.startswith("--strict_data: 5 of 11 samples are bad "
+                           "(2 missing, 1 empty_caption, 1 truncated, 1 unreadable):\n")
+    for name in ("gone1.png (line 7): missing", "img1.png (line 8): empty_caption",
+                 "corrupt.png (line 9): unreadable", "gone2.png (line 10): missing", "cut.png (line 11): truncated"):
+        assert f"  - {name}" in text
+    assert len(err.value.problems) == 5 and "more" not in text
+
+
+def test_strict_error_lists_ten_and_logs_them_all(tmp_path, caplog):
+    captions = write_folder(tmp_path, n=2, size=24, extra_lines=tuple(f"gone{i}.png\tx" for i in range(12)))
+    with caplog.at_level(logging.ERROR, logger="fluxflow.data"), pytest.raises(DataError) as err:
+        build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
+                                 strict_data=True))
+    text = str(err.value)
+    assert text.startswith("--strict_data: 12 of 14 samples are bad (12 missing):\n")
+    assert text.count("\n  - ") == 10 and text.endswith("... and 2 more (all of them are in the log)")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert all(f"gone{i}.png (line {i + 3}): missing" in logged for i in range(12))
 
 
 @pytest.mark.parametrize("kind", ["not_image", "truncated", "unreadable", "bomb"])
@@ -72,7 +107,7 @@ def test_strict_mode_decodes_every_image_up_front(tmp_path, kind):
     (tmp_path / "bad.png").write_bytes(bad_files()[kind])
     cfg = {"data_path": str(tmp_path), "captions_file": str(captions), "img_size": 16}
     assert len(build_dataset(DataConfig(**cfg))) == 4  # lenient: found only when read
-    with pytest.raises(DataError, match=rf"1 of 4 samples are bad:\n  - bad.png \(line 4\): {kind}"):
+    with pytest.raises(DataError, match=rf"1 of 4 samples are bad \(1 {kind}\):\n  - bad.png \(line 4\): {kind}"):
         build_dataset(DataConfig(**cfg, strict_data=True))
 
 
@@ -110,8 +145,13 @@ def test_parquet_source_bad_bytes_and_empty_captions(tmp_path):
     assert len(ds) == 5 and ds.skips.counts() == {"empty_caption": 1}
     assert sorted({c for _, c in drain(ds)}) == ["a", "b", "d"]
     assert ds.skips.counts() == {"empty_caption": 1, "zero_byte": 1, "truncated": 1}
-    with pytest.raises(DataError, match="--strict_data: 1 of 6 samples are bad:\n  - row 2: empty_caption"):
+    with pytest.raises(DataError) as err:  # the empty caption found up front, the bad bytes by decoding
         build_dataset(DataConfig(dataset_name=str(repo), img_size=16, strict_data=True))
+    assert str(err.value) == (
+        "--strict_data: 3 of 6 samples are bad (1 empty_caption, 1 zero_byte, 1 truncated):\n"
+        "  - row 2: empty_caption\n"
+        "  - row 4 (train4.png): truncated (image file is truncated)\n"
+        "  - row 5 (train5.png): zero_byte")
 
 
 def test_streaming_skips_and_counts_or_raises_in_strict_mode(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from data_helpers import bad_files, encoded, noise_image
 from PIL import Image
 
-from fluxflow.training.data import BadSample, ImageTransform, convert_channels, open_image
+from fluxflow.training.data import BadSample, ImageTransform, convert_channels, image_file_problem, open_image
 from fluxflow.training.data.transforms import crop_box, to_tensor
 
 
@@ -120,6 +120,40 @@ def test_missing_file(tmp_path):
     with pytest.raises(BadSample) as err:
         open_image(tmp_path / "nope.png", "nope.png", 10**6)
     assert err.value.kind == "missing"
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("good", None),
+    ("missing", "is not a file"),
+    ("folder", "is not a file"),
+    ("zero_byte", "is an empty file"),
+    ("not_image", "is not an image"),
+    ("truncated", "is a truncated image"),
+    ("unreadable", "is an unreadable image (broken data stream when reading image file)"),
+    ("bomb", "is too large (900000000 pixels > max_image_pixels=89478485)"),  # refused by PIL itself
+    ("large", "is too large (40x32 pixels > max_image_pixels=1000)"),
+])
+def test_image_file_problem_names_the_file_and_the_kind(tmp_path, kind, problem):
+    """One line for a flag's message (``--test_image_address``), decoding the file as training would."""
+    path = tmp_path / f"{kind}.png"
+    if kind in ("good", "large"):
+        noise_image(40, 32).save(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind != "missing":
+        path.write_bytes(bad_files()[kind])
+    limit = 1000 if kind == "large" else 89_478_485
+    assert image_file_problem(path, limit, 3) == (None if problem is None else f"{str(path)!r} {problem}")
+    assert image_file_problem(str(path), limit, 1) == image_file_problem(path, limit, 4)
+
+
+def test_image_file_problem_finds_a_cut_that_the_header_hides(tmp_path):
+    """The last bytes of a JPEG missing: it opens, its header is fine, only a full decode finds it."""
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encoded(noise_image(64, 48), "JPEG")[:-200])
+    with Image.open(path) as im:
+        assert im.size == (64, 48)
+    assert image_file_problem(path, 10**6, 3) == f"{str(path)!r} is a truncated image"
 
 
 def test_jpeg_draft_decodes_smaller_but_not_below_target():

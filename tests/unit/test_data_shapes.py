@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from fluxflow.cli.make_dataset import main as make_dataset
-from fluxflow.data.shapes import (
+from fluxflow.datasets.shapes import (
     BACKGROUNDS,
     COLOURS,
     POSITIONS,
@@ -136,7 +136,7 @@ def test_generated_set_is_balanced():
 
 
 def test_judge_reconstructions_scores_what_the_vae_gives_back(tmp_path):
-    from fluxflow.data.shapes import judge_reconstructions, read_split
+    from fluxflow.datasets.shapes import judge_reconstructions, read_split
     from fluxflow.models import FluxFlowVAE
 
     write_shapes_dataset(tmp_path, 1, size=32, seed=0, n_test=8, second_object_prob=0.0)

@@ -208,10 +208,3 @@ def test_config_reports_every_problem_at_once():
         DataConfig(dataset_name="x/y", channels=5, img_size=2, bucket_step=12).validate()
     assert len(err.value.problems) == 3
 
-
-def test_from_namespace_takes_matching_fields():
-    import argparse
-
-    ns = argparse.Namespace(data_path="d", img_size=64, channels=1, batch_size=8, lr=1e-4)
-    cfg = DataConfig.from_namespace(ns)
-    assert (cfg.data_path, cfg.img_size, cfg.channels, cfg.captions_file) == ("d", 64, 1, None)

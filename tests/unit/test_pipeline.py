@@ -1,5 +1,10 @@
 """The diffusers common pipeline checks, on a tiny random FluxFlowPipeline."""
 
+import ast
+import copy
+import inspect
+import textwrap
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -7,7 +12,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from pipeline_cases import SIZE, run, tiny_pipeline
 
-from fluxflow import FluxFlowPipeline
+from fluxflow import FluxFlowPipeline, FluxFlowVAE
 
 
 @pytest.fixture(scope="module")
@@ -110,25 +115,72 @@ def test_guidance_scale_one_equals_no_guidance(pipe):
 
 
 def test_prompt_embeds_bypass_the_text_encoder(pipe):
-    emb = pipe.encode_prompt("a red circle")
-    images = pipe(prompt_embeds=emb.embeds, pooled_prompt_embeds=emb.pooled, prompt_attention_mask=emb.mask,
+    embeds, _, pooled, _, mask, _ = pipe.encode_prompt("a red circle")
+    images = pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, prompt_attention_mask=mask,
                   num_inference_steps=3, height=SIZE, width=SIZE, output_type="np",
                   generator=torch.Generator().manual_seed(0)).images
     np.testing.assert_array_equal(images, run(pipe))
+
+
+def only(pipe, *names):
+    """The pipeline rebuilt with only the named components (the others ``None``), as diffusers' testers do."""
+    return FluxFlowPipeline(**{k: v if k in names else None for k, v in pipe.components.items()})
+
+
+def test_encode_prompt_needs_only_the_tokenizer_and_text_encoder(pipe):
+    text_only = only(pipe, "text_encoder", "tokenizer")
+    got = text_only.encode_prompt("a red circle", negative_prompt="a blue square")
+    for a, b in zip(got, pipe.encode_prompt("a red circle", negative_prompt="a blue square"), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_encode_prompt_outputs_are_call_arguments_and_give_identical_images(pipe):
+    """diffusers' ``test_encode_prompt_works_in_isolation``: encode with the text encoder alone, sample without it."""
+    from diffusers.utils.source_code_parsing_utils import ReturnNameVisitor
+
+    visitor = ReturnNameVisitor()
+    visitor.visit(ast.parse(textwrap.dedent(inspect.getsource(FluxFlowPipeline.encode_prompt))))
+    assert visitor.return_names == ["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                    "negative_pooled_prompt_embeds", "prompt_attention_mask",
+                                    "negative_prompt_attention_mask"]
+    assert set(visitor.return_names) <= set(inspect.signature(FluxFlowPipeline.__call__).parameters)
+    encoded = only(pipe, "text_encoder", "tokenizer").encode_prompt("a red circle", negative_prompt="a blue square")
+    sampler = only(pipe, "vae", "transformer", "scheduler")
+    sampler.set_progress_bar_config(disable=True)
+    images = run(sampler, None, **dict(zip(visitor.return_names, encoded)))
+    np.testing.assert_array_equal(images, run(pipe, negative_prompt="a blue square"))
+
+
+def test_encode_prompt_negative_defaults_to_the_padded_empty_prompt(pipe):
+    embeds, neg, pooled, neg_pooled, mask, neg_mask = pipe.encode_prompt(["a", "b"], num_images_per_prompt=2,
+                                                                         max_sequence_length=16)
+    empty = pipe.encode_prompt("", do_classifier_free_guidance=False, max_sequence_length=16)
+    assert embeds.shape[:2] == neg.shape[:2] == neg_mask.shape == (4, 16) and pooled.shape == neg_pooled.shape
+    for got, single in ((neg, empty[0]), (neg_pooled, empty[2]), (neg_mask, empty[4])):
+        torch.testing.assert_close(got, single.expand_as(got), rtol=1e-5, atol=1e-6)  # batched: rounding
+    assert pipe.encode_prompt("a", do_classifier_free_guidance=False)[1::2] == (None, None, None)
+
+
+def test_encode_prompt_takes_the_dtype_from_the_text_encoder(pipe):
+    double = FluxFlowPipeline(**{**pipe.components, "text_encoder": copy.deepcopy(pipe.text_encoder).double()})
+    double.set_progress_bar_config(disable=True)
+    embeds, neg, pooled, neg_pooled, _, _ = double.encode_prompt("a red circle")
+    assert {embeds.dtype, neg.dtype, pooled.dtype, neg_pooled.dtype} == {torch.float64}
+    np.testing.assert_allclose(run(double), run(pipe), atol=1e-4)  # sampled in the transformer's dtype
 
 
 def test_denoising_is_euler_on_the_shifted_flow_schedule(pipe):
     """Given sigmas u, the pipeline's latents equal a hand-written Euler loop over s = shift*u/(1+(shift-1)*u)
     with the model called at timestep s*1000: the convention training uses."""
     steps, shift = 4, pipe.scheduler.config.shift
-    emb = pipe.encode_prompt("a red circle")
+    embeds, _, pooled, _, mask, _ = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)
     x = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(3))
     u = np.linspace(1.0, 1.0 / steps, steps)
     s = np.append(shift * u / (1 + (shift - 1) * u), 0.0)
     expected = x.clone()
     with torch.no_grad():
         for i in range(steps):
-            v = pipe.transformer(expected, emb.embeds, emb.pooled, torch.tensor([s[i] * 1000.0]), emb.mask).sample
+            v = pipe.transformer(expected, embeds, pooled, torch.tensor([s[i] * 1000.0]), mask).sample
             expected = expected + (s[i + 1] - s[i]) * v
     got = pipe("a red circle", sigmas=list(u), latents=x, height=SIZE, width=SIZE,
                output_type="latent", guidance_scale=1.0).images
@@ -145,8 +197,8 @@ def test_other_flow_matching_schedulers_can_be_swapped_in(tmp_path):
 
 
 def test_max_sequence_length_sets_the_token_layout(pipe):
-    assert pipe.encode_prompt("a red circle").embeds.shape[1] == pipe.text_encoder.config.max_length
-    assert pipe.encode_prompt("a red circle", max_sequence_length=16).mask.shape == (1, 16)
+    assert pipe.encode_prompt("a red circle")[0].shape[1] == pipe.text_encoder.config.max_length
+    assert pipe.encode_prompt("a red circle", max_sequence_length=16)[4].shape == (1, 16)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -160,6 +212,55 @@ def test_max_sequence_length_sets_the_token_layout(pipe):
 def test_bad_inputs_are_named(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe(["a", "b"], **{"num_inference_steps": 2, "height": SIZE, "width": SIZE, **kwargs})
+
+
+def mismatched_text_inputs(pipe, case):
+    """``__call__`` keyword arguments for one kind of mismatched positive/negative text embeddings."""
+    config = pipe.transformer.config
+    embeds, pooled = torch.randn(1, 24, config.text_embed_dim), torch.randn(1, config.pooled_projection_dim)
+    short, short_pooled, mask, short_mask = embeds[:, :16], pooled, torch.ones(1, 24), torch.ones(1, 16)
+    given = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "prompt_attention_mask": mask}
+    return {
+        "length": {**given, "negative_prompt_embeds": short, "negative_pooled_prompt_embeds": short_pooled},
+        "pooled": {**given, "negative_prompt_embeds": embeds, "negative_pooled_prompt_embeds": pooled.repeat(2, 1)},
+        "mask": {**given, "negative_prompt_embeds": embeds, "negative_pooled_prompt_embeds": pooled,
+                 "negative_prompt_attention_mask": short_mask},
+        "no pooled": {"prompt_embeds": embeds},
+        "no negative pooled": {**given, "negative_prompt_embeds": embeds, "guidance_scale": 1.0},
+        "prompt and short negative": {"prompt": "a red circle", "negative_prompt_embeds": short,
+                                      "negative_pooled_prompt_embeds": short_pooled},
+    }[case]
+
+
+@pytest.mark.parametrize("case,message", [
+    ("length", r"`prompt_embeds` and `negative_prompt_embeds` must have the same shape when passed directly, but "
+               r"got: `prompt_embeds` \(1, \d+, \d+\) != `negative_prompt_embeds` \(1, 16, \d+\)"),
+    ("pooled", r"`pooled_prompt_embeds` and `negative_pooled_prompt_embeds` must have the same shape.*\(2, \d+\)"),
+    ("mask", r"`prompt_attention_mask` and `negative_prompt_attention_mask` must have the same shape.*\(1, 16\)"),
+    ("no pooled", "If `prompt_embeds` are provided, `pooled_prompt_embeds` also have to be passed"),
+    ("no negative pooled", "`negative_pooled_prompt_embeds` also have to be passed"),
+    ("prompt and short negative", r"negative text embeddings have shape \(1, 16, \d+\)"),
+])
+def test_mismatched_text_embeddings_are_refused_up_front(pipe, case, message):
+    kwargs = {"prompt": None, "num_inference_steps": 2, "height": SIZE, "width": SIZE,
+              **mismatched_text_inputs(pipe, case)}
+    with pytest.raises(ValueError, match=message):
+        pipe(**kwargs)
+
+
+def test_pickled_bin_weights_load_only_when_asked(pipe, tmp_path):
+    """Safetensors only by default (unpickling can run code), with an error saying how to opt in."""
+    pipe.save_pretrained(tmp_path, safe_serialization=False)
+    refused = r"only pickled \.bin weights .*safetensors by default.*use_safetensors=False"
+    with pytest.raises(OSError, match=refused):
+        FluxFlowPipeline.from_pretrained(tmp_path)
+    with pytest.raises(OSError, match=refused):
+        FluxFlowVAE.from_pretrained(tmp_path / "vae")
+    loaded = FluxFlowPipeline.from_pretrained(tmp_path, use_safetensors=False)
+    loaded.set_progress_bar_config(disable=True)
+    assert np.array_equal(run(loaded), run(pipe))
+    vae = FluxFlowVAE.from_pretrained(tmp_path / "vae", use_safetensors=False)
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), pipe.vae.state_dict().values()))
 
 
 def test_a_file_that_is_not_a_fluxflow_checkpoint_is_named(tmp_path):

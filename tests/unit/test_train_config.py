@@ -4,13 +4,14 @@ import json
 
 import pytest
 
-from fluxflow.training.config import TrainConfig, build_parser, parse_config
+from fluxflow.training.arguments import build_parser, parse_config
+from fluxflow.training.config import TrainConfig
 from fluxflow.training.errors import ConfigError
 
 # Every flag of the scheduler reference with the default it states (None where it states none).
 REFERENCE_DEFAULTS = {
     "optim_sched_config": None, "data_path": None, "captions_file": None, "n_epochs": 1, "batch_size": 2,
-    "lr": None, "workers": 1, "training_steps": 1, "use_fp16": False, "model_checkpoint": None,
+    "lr": 1e-4, "workers": 1, "training_steps": 1, "use_fp16": False, "model_checkpoint": None,
     "preserve_lr": False, "train_vae": False, "gan_training": False, "train_spade": False, "train_diff": False,
     "train_diff_full": False, "kl_beta": 0.0001, "kl_warmup_steps": 5000, "kl_free_bits": 0.0,
     "output_path": "outputs", "log_interval": 10, "checkpoint_save_interval": 50, "samples_per_checkpoint": 1,
@@ -42,7 +43,7 @@ def test_cli_wins_over_config_file_which_wins_over_defaults(tmp_path):
                     "schedulers:\n  vae: {type: LinearLR}\n", encoding="utf-8")
     cfg, optim = parse_config(["--config", str(path), "--lr", "3e-5"])
     assert (cfg.lr, cfg.kl_beta, cfg.batch_size, cfg.n_epochs) == (3e-5, 0.01, 8, 1)
-    assert optim == {"schedulers": {"vae": {"type": "LinearLR"}}}
+    assert optim.schedulers == {"vae": {"type": "LinearLR"}} and not optim.optimizers
 
 
 def test_json_config_and_list_flags(tmp_path):
@@ -120,7 +121,7 @@ def test_argparse_rejects_bad_choices_and_types():
 def test_docs_flag_table_matches_the_schema():
     from pathlib import Path
 
-    from fluxflow.training.config import flags_markdown
+    from fluxflow.training.arguments import flags_markdown
 
     docs = (Path(__file__).parents[2] / "docs" / "TRAINING.md").read_text(encoding="utf-8")
     assert flags_markdown() in docs, "regenerate the table in docs/TRAINING.md from flags_markdown()"

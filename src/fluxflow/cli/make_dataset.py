@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _make_shapes(args) -> int:
-    from fluxflow.data.shapes import write_shapes_dataset
+    from fluxflow.datasets.shapes import write_shapes_dataset
 
     start = time.perf_counter()
     out = write_shapes_dataset(args.out, args.n, args.size, args.seed, args.n_test, args.second_object_prob)
@@ -68,7 +68,7 @@ def _make_shapes(args) -> int:
 def _judge(args) -> int:
     from PIL import Image
 
-    from fluxflow.data.shapes import judge_accuracy
+    from fluxflow.datasets.shapes import judge_accuracy
 
     meta = args.folder / "metadata.jsonl"
     if not meta.is_file():

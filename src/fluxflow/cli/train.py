@@ -15,25 +15,24 @@ def main(argv: list[str] | None = None) -> int:
     The whole config is validated before the trainer (models, Accelerate) is even imported, so a mistake
     costs seconds, not a model build.
     """
-    from ..training.config import parse_config
-    from ..training.data import DataError
+    from ..training.arguments import load_config
     from ..training.checkpoint import CheckpointError
+    from ..training.data import DataError
     from ..training.errors import ConfigError
     from ..training.guards import NonFiniteError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        cfg, optim_sections = parse_config(argv)
+        cfg, optim_config = load_config(argv)
     except SystemExit as exit:  # argparse printed the help (0) or its usage error naming the flag (2)
         return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 2
     except ConfigError as err:
         return _error(err)
     try:
-        cfg.validate()
         from ..training.trainer import train
 
-        train(cfg, optim_sections)
+        train(cfg, optim_config)
     except (ConfigError, DataError) as err:
         return _error(err)
     except (NonFiniteError, CheckpointError) as err:  # the run started; the last checkpoint on disk is kept

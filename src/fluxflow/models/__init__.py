@@ -1,6 +1,6 @@
 """The four FluxFlow models (diffusers ``ModelMixin`` + ``ConfigMixin``) and the Bezier activations."""
 
-from .bezier import BezierActivation, TrainableBezier
+from .bezier import BezierActivation
 from .discriminator import PatchDiscriminator
 from .presets import PRESETS, preset_config
 from .spade import SPADE
@@ -9,6 +9,6 @@ from .transformer import FluxFlowTransformer
 from .vae import FluxFlowVAE
 
 __all__ = [
-    "BezierActivation", "TrainableBezier", "SPADE", "FluxFlowVAE", "FluxFlowTransformer",
+    "BezierActivation", "SPADE", "FluxFlowVAE", "FluxFlowTransformer",
     "FluxFlowTextEncoder", "PatchDiscriminator", "PRESETS", "preset_config",
 ]

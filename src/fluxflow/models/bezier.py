@@ -4,8 +4,7 @@
 
 ``BezierActivation`` reads ``t`` and the four control points from its input (five equal channel chunks
 ``[t | p0 | p1 | p2 | p3]``), so ``Linear(d, 5*h) -> BezierActivation -> h`` is a layer whose non-linearity
-is predicted per element. ``TrainableBezier`` instead learns four control points per channel and applies
-the curve to ``sigmoid(x)``.
+is predicted per element.
 
 The backward pass is written out by hand (``_BezierFunction``). Autograd of the formula keeps ~13 tensors
 (17x the output's bytes); with the control points used as they are (``p_pre_activation="none"``, the default)
@@ -309,34 +308,3 @@ class BezierActivation(nn.Module):
     def extra_repr(self) -> str:
         return f"t_pre_activation={self.t_pre_activation!r}, p_pre_activation={self.p_pre_activation!r}"
 
-
-class TrainableBezier(nn.Module):
-    """Per-channel learned cubic on ``sigmoid(x)``: four control points of shape ``(C,)``.
-
-    The initial points default to ``(0, 1/3, 2/3, 1)`` so that at init the output is exactly
-    ``sigmoid(x)`` (a cubic Bezier with evenly spaced points is linear in ``t``).
-    """
-
-    def __init__(
-        self,
-        num_channels: int,
-        init: tuple[float, float, float, float] = (0.0, 1 / 3, 2 / 3, 1.0),
-        dim: int | None = None,
-    ):
-        super().__init__()
-        self.num_channels = num_channels
-        self.dim = dim
-        self.control_points = nn.Parameter(torch.tensor(init, dtype=torch.float32).repeat(num_channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dim = _channel_dim(x) if self.dim is None else self.dim
-        dim = dim % x.ndim
-        if x.shape[dim] != self.num_channels:
-            raise ValueError(f"TrainableBezier expects {self.num_channels} channels on dim {dim}, got {x.shape[dim]}")
-        shape = [1] * x.ndim
-        shape[dim] = self.num_channels
-        p0, p1, p2, p3 = (p.reshape(shape) for p in self.control_points.to(x.dtype).unbind(-1))
-        return bezier(torch.sigmoid(x), p0, p1, p2, p3)
-
-    def extra_repr(self) -> str:
-        return f"num_channels={self.num_channels}"

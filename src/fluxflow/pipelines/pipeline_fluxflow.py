@@ -67,7 +67,7 @@ class FluxFlowPipeline(DiffusionPipeline):
             hub_keys = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
             hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
             path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
-        kwargs.setdefault("use_safetensors", True)  # weights never come from a pickle
+        kwargs.setdefault("use_safetensors", True)  # a pickled .bin only with use_safetensors=False
         return super().from_pretrained(path, **kwargs)
 
     @classmethod
@@ -128,21 +128,69 @@ class FluxFlowPipeline(DiffusionPipeline):
 
     # ---------------------------------------------------------------- text
     @torch.no_grad()
-    def encode_prompt(self, prompt: str | list[str], device: torch.device | None = None,
-                      num_images_per_prompt: int = 1, max_sequence_length: int | None = None) -> PromptEmbeddings:
-        """Tokenize exactly as training does and run the text encoder; repeat for ``num_images_per_prompt``."""
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None = None,
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        max_sequence_length: int | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+    ):
+        """The text inputs of ``__call__``, as diffusers' SD3 ``encode_prompt`` makes them; needs only the
+        tokenizer and text encoder (and neither for given embeddings).
+
+        Returns ``(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds,
+        prompt_attention_mask, negative_prompt_attention_mask)``, each prompt ``num_images_per_prompt`` times in
+        a row; the negatives are ``None`` without classifier-free guidance. The negative prompt defaults to
+        ``""`` (training's null condition) and is padded to the positive one's token length. Encoded embeddings
+        are in the text encoder's dtype (as in diffusers' Flux and SD3); a missing given mask means no padding."""
         device = device or self._execution_device
+        cond = self._text_embeddings(prompt, prompt_embeds, pooled_prompt_embeds, prompt_attention_mask, device,
+                                     max_sequence_length)
+        uncond = PromptEmbeddings(None, None, None)
+        if do_classifier_free_guidance:
+            negative = "" if negative_prompt is None else negative_prompt
+            negative = [negative] * cond.embeds.shape[0] if isinstance(negative, str) else negative
+            uncond = self._text_embeddings(negative, negative_prompt_embeds, negative_pooled_prompt_embeds,
+                                           negative_prompt_attention_mask, device, cond.embeds.shape[1])
+            if uncond.embeds.shape != cond.embeds.shape:
+                raise ValueError(f"the negative text embeddings have shape {tuple(uncond.embeds.shape)} but the "
+                                 f"prompt's have {tuple(cond.embeds.shape)}")
+            uncond = uncond.repeat(num_images_per_prompt)
+        cond = cond.repeat(num_images_per_prompt)
+        prompt_embeds, pooled_prompt_embeds, prompt_attention_mask = cond.embeds, cond.pooled, cond.mask
+        negative_prompt_embeds, negative_pooled_prompt_embeds = uncond.embeds, uncond.pooled
+        negative_prompt_attention_mask = uncond.mask
+        return (prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds,
+                prompt_attention_mask, negative_prompt_attention_mask)
+
+    def _text_embeddings(self, prompt, embeds, pooled, mask, device, max_length) -> PromptEmbeddings:
+        """The given embeddings on ``device``, or ``prompt`` tokenized exactly as in training and encoded."""
+        if embeds is not None:
+            if pooled is None:
+                raise ValueError("`prompt_embeds` need their `pooled_prompt_embeds` (and the negative ones likewise)")
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device) if mask is None else mask
+            return PromptEmbeddings(embeds.to(device), pooled.to(device), mask.to(device))
+        if prompt is None:
+            raise ValueError("pass `prompt` or `prompt_embeds`")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        max_length = max_sequence_length or self.text_encoder.config.max_length
-        tokens = tokenize_prompts(self.tokenizer, prompts, max_length)
+        tokens = tokenize_prompts(self.tokenizer, prompts, max_length or self.text_encoder.config.max_length)
         mask = tokens.attention_mask.to(device)
         out = self.text_encoder(tokens.input_ids.to(device), mask)
-        dtype = self.transformer.dtype
-        return PromptEmbeddings(out.last_hidden_state.to(dtype), out.pooled_output.to(dtype), mask).repeat(
-            num_images_per_prompt)
+        dtype = self.text_encoder.dtype
+        return PromptEmbeddings(out.last_hidden_state.to(dtype), out.pooled_output.to(dtype), mask)
 
     def check_inputs(self, prompt, negative_prompt, height, width, prompt_embeds, negative_prompt_embeds,
-                     output_type, callback_on_step_end_tensor_inputs, generator, batch_size):
+                     pooled_prompt_embeds, negative_pooled_prompt_embeds, prompt_attention_mask,
+                     negative_prompt_attention_mask, output_type, callback_on_step_end_tensor_inputs, generator,
+                     batch_size):
         multiple = self.vae_scale_factor * self.transformer.config.patch_size
         if height % multiple or width % multiple:
             raise ValueError(f"height and width must be multiples of {multiple} (VAE factor {self.vae_scale_factor} "
@@ -155,6 +203,18 @@ class FluxFlowPipeline(DiffusionPipeline):
             raise ValueError("pass at most one of `negative_prompt` and `negative_prompt_embeds`")
         if isinstance(negative_prompt, list) and isinstance(prompt, list) and len(negative_prompt) != len(prompt):
             raise ValueError(f"`negative_prompt` has {len(negative_prompt)} entries but `prompt` has {len(prompt)}")
+        if prompt_embeds is not None and pooled_prompt_embeds is None:
+            raise ValueError("If `prompt_embeds` are provided, `pooled_prompt_embeds` also have to be passed")
+        if negative_prompt_embeds is not None and negative_pooled_prompt_embeds is None:
+            raise ValueError("If `negative_prompt_embeds` are provided, `negative_pooled_prompt_embeds` also have to "
+                             "be passed")
+        pairs = {"prompt_embeds": (prompt_embeds, negative_prompt_embeds),
+                 "pooled_prompt_embeds": (pooled_prompt_embeds, negative_pooled_prompt_embeds),
+                 "prompt_attention_mask": (prompt_attention_mask, negative_prompt_attention_mask)}
+        for name, (positive, negative) in pairs.items():
+            if positive is not None and negative is not None and positive.shape != negative.shape:
+                raise ValueError(f"`{name}` and `negative_{name}` must have the same shape when passed directly, but "
+                                 f"got: `{name}` {tuple(positive.shape)} != `negative_{name}` {tuple(negative.shape)}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
         unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
@@ -202,23 +262,26 @@ class FluxFlowPipeline(DiffusionPipeline):
         width = width or self.default_sample_size
         num_prompts = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
         batch_size = num_prompts * num_images_per_prompt
-        self.check_inputs(prompt, negative_prompt, height, width, prompt_embeds, negative_prompt_embeds, output_type,
-                          callback_on_step_end_tensor_inputs, generator, batch_size)
+        self.check_inputs(prompt, negative_prompt, height, width, prompt_embeds, negative_prompt_embeds,
+                          pooled_prompt_embeds, negative_pooled_prompt_embeds, prompt_attention_mask,
+                          negative_prompt_attention_mask, output_type, callback_on_step_end_tensor_inputs, generator,
+                          batch_size)
         self._guidance_scale, self._interrupt, self._current_timestep = guidance_scale, False, None
-        device = self._execution_device
+        device, cfg = self._execution_device, self.do_classifier_free_guidance
 
-        cond = self._embeddings(prompt, prompt_embeds, pooled_prompt_embeds, prompt_attention_mask,
-                                num_images_per_prompt, device, max_sequence_length)
-        if self.do_classifier_free_guidance:  # null condition: the empty prompt, exactly as in training
-            negative = negative_prompt if negative_prompt is not None else ""
-            if isinstance(negative, str):
-                negative = [negative] * num_prompts
-            uncond = self._embeddings(None if negative_prompt_embeds is not None else negative,
-                                      negative_prompt_embeds, negative_pooled_prompt_embeds,
-                                      negative_prompt_attention_mask, num_images_per_prompt, device,
-                                      max_sequence_length, length=cond.embeds.shape[1])
-        prompt_embeds = cond.embeds
-        negative_prompt_embeds = uncond.embeds if self.do_classifier_free_guidance else None
+        (prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds,
+         prompt_attention_mask, negative_prompt_attention_mask) = self.encode_prompt(
+            prompt, negative_prompt, device, num_images_per_prompt, cfg,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            max_sequence_length=max_sequence_length, prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask)
+        dtype = self.transformer.dtype
+        prompt_embeds, pooled, mask = prompt_embeds.to(dtype), pooled_prompt_embeds.to(dtype), prompt_attention_mask
+        if cfg:  # unconditional first, as the velocity is split below
+            negative_prompt_embeds = negative_prompt_embeds.to(dtype)
+            pooled = torch.cat([negative_pooled_prompt_embeds.to(dtype), pooled])
+            mask = torch.cat([negative_prompt_attention_mask, mask])
 
         latents = self.prepare_latents(batch_size, height, width, self.transformer.dtype, device, generator, latents)
         timesteps, num_inference_steps = self._timesteps(num_inference_steps, sigmas, latents, device)
@@ -228,13 +291,11 @@ class FluxFlowPipeline(DiffusionPipeline):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
-                text = cond.replace(embeds=prompt_embeds)
-                if self.do_classifier_free_guidance:
-                    text = PromptEmbeddings.cat(uncond.replace(embeds=negative_prompt_embeds), text)
-                model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-                velocity = self.transformer(model_input, text.embeds, text.pooled, t.expand(model_input.shape[0]),
-                                            text.mask, return_dict=False)[0]
-                if self.do_classifier_free_guidance:
+                embeds = torch.cat([negative_prompt_embeds, prompt_embeds]) if cfg else prompt_embeds
+                model_input = torch.cat([latents] * 2) if cfg else latents
+                velocity = self.transformer(model_input, embeds, pooled, t.expand(model_input.shape[0]), mask,
+                                            return_dict=False)[0]
+                if cfg:
                     v_uncond, v_text = velocity.chunk(2)
                     velocity = v_uncond + guidance_scale * (v_text - v_uncond)
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
@@ -251,19 +312,6 @@ class FluxFlowPipeline(DiffusionPipeline):
         image = latents if output_type == "latent" else self._decode(latents, output_type)
         self.maybe_free_model_hooks()
         return FluxFlowPipelineOutput(images=image) if return_dict else (image,)
-
-    def _embeddings(self, prompt, embeds, pooled, mask, num_images_per_prompt, device, max_sequence_length,
-                    length: int | None = None) -> PromptEmbeddings:
-        """Encode ``prompt`` or take the given embeddings (then ``pooled`` is required, ``mask`` optional)."""
-        if embeds is None:
-            max_length = length or max_sequence_length
-            return self.encode_prompt(prompt, device, num_images_per_prompt, max_length)
-        if pooled is None:
-            raise ValueError("`prompt_embeds` need their `pooled_prompt_embeds` (and the negative ones likewise)")
-        if mask is None:
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
-        return PromptEmbeddings(embeds.to(device, self.transformer.dtype), pooled.to(device, self.transformer.dtype),
-                                mask.to(device)).repeat(num_images_per_prompt)
 
     def _timesteps(self, num_inference_steps, sigmas, latents, device):
         """``scheduler.set_timesteps`` as diffusers' SD3/Flux pipelines call it (their ``retrieve_timesteps``

@@ -1,8 +1,7 @@
-"""Prompt tokenization shared by training and sampling, and the bundle of text embeddings."""
+"""Prompt tokenization shared by training and sampling, and the pipeline's bundle of text embeddings."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,9 @@ def tokenize_prompts(tokenizer, prompts: list[str], max_length: int):
 
 @dataclass
 class PromptEmbeddings:
-    """Per-token embeddings ``[B, L, D]``, pooled vector ``[B, P]`` and padding mask ``[B, L]`` of a batch."""
+    """Per-token embeddings ``[B, L, D]``, pooled vector ``[B, P]`` and padding mask ``[B, L]`` of a batch.
+
+    An internal helper: ``FluxFlowPipeline.encode_prompt`` returns diffusers' tuple of tensors."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor
@@ -29,10 +30,3 @@ class PromptEmbeddings:
         if n == 1:
             return self
         return PromptEmbeddings(*(t.repeat_interleave(n, dim=0) for t in (self.embeds, self.pooled, self.mask)))
-
-    def replace(self, **changes) -> PromptEmbeddings:
-        return dataclasses.replace(self, **changes)
-
-    @staticmethod
-    def cat(*items: PromptEmbeddings) -> PromptEmbeddings:
-        return PromptEmbeddings(*(torch.cat(parts) for parts in zip(*((i.embeds, i.pooled, i.mask) for i in items))))

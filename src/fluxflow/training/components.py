@@ -6,6 +6,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelerate.utils import extract_model_from_parallel
+from diffusers.training_utils import EMAModel
+from torch import nn
+
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
 from ..models.presets import preset_config
 from ..models.spade import SPADE
@@ -13,37 +17,78 @@ from ..pipelines.single_file import load_single_file, read_metadata
 from .config import TrainConfig
 from .errors import ConfigError
 from .tokenizer import bundled_text_model
+from .vae_objective import VAEForward
 
 logger = logging.getLogger("fluxflow.train")
 
 
 @dataclass
 class Components:
-    """What a run trains; ``trained()`` is the ``{component: module}`` map the optimizers are built for."""
+    """The one holder of a run's models. Before :meth:`prepare` they are the models themselves; after it, each
+    slot holds what the loop calls (``accelerator.prepare`` returned it when it trains: DDP/FSDP-wrapped, the VAE
+    inside its training view :class:`VAEForward`). :meth:`unwrapped` gives the model itself for saving, sampling
+    and encoding. ``ema``: the flow processor's moving average (``--use_ema``)."""
 
-    vae: FluxFlowVAE
-    discriminator: PatchDiscriminator | None = None
-    transformer: FluxFlowTransformer | None = None
-    text_encoder: FluxFlowTextEncoder | None = None
+    vae: nn.Module
+    discriminator: nn.Module | None = None
+    transformer: nn.Module | None = None
+    text_encoder: nn.Module | None = None
     train_vae: bool = True
     train_text_encoder: bool = False
+    ema: EMAModel | None = None
 
     def trained(self) -> dict:
-        """Components that get an optimizer (names of the optimizer/scheduler config)."""
-        parts = {"vae": self.vae} if self.train_vae else {}
+        """``{component: model}`` that get an optimizer (names of the optimizer/scheduler config)."""
+        parts = {"vae": self.unwrapped("vae")} if self.train_vae else {}
         if self.discriminator is not None:
-            parts["discriminator"] = self.discriminator
+            parts["discriminator"] = self.unwrapped("discriminator")
         if self.transformer is not None:
-            parts["flow"] = self.transformer
+            parts["flow"] = self.unwrapped("transformer")
         if self.train_text_encoder:
-            parts["text_encoder"] = self.text_encoder
+            parts["text_encoder"] = self.unwrapped("text_encoder")
         return parts
 
     def saved(self) -> dict:
-        """Components written to ``checkpoint.safetensors``: every model of the run."""
-        parts = {"vae": self.vae, "discriminator": self.discriminator, "transformer": self.transformer,
-                 "text_encoder": self.text_encoder}
-        return {name: model for name, model in parts.items() if model is not None}
+        """``{name: model}`` written to ``checkpoint.safetensors``: every model of the run, unwrapped."""
+        names = ("vae", "discriminator", "transformer", "text_encoder")
+        return {name: self.unwrapped(name) for name in names if getattr(self, name) is not None}
+
+    def with_gradients(self) -> dict:
+        """``{component: module as called}`` of every module that gets gradients: what
+        ``accelerator.accumulate`` covers and whose gradient norms are clipped."""
+        parts = {"vae": self.vae if self.train_vae else None, "discriminator": self.discriminator,
+                 "flow": self.transformer, "text_encoder": self.text_encoder if self.train_text_encoder else None}
+        return {name: module for name, module in parts.items() if module is not None}
+
+    def unwrapped(self, name: str) -> nn.Module | None:
+        """The model in slot ``name`` itself: out of DDP/FSDP/DeepSpeed and the VAE's training view."""
+        model = getattr(self, name)
+        if model is None:
+            return None
+        model = extract_model_from_parallel(model)
+        return model.vae if isinstance(model, VAEForward) else model
+
+    def prepare(self, accelerator, use_ema: bool = False, ema_decay: float = 0.9999) -> None:
+        """Rebind each slot to what ``accelerator.prepare`` returns for it when it trains; move frozen models to
+        the device. With ``use_ema`` start the flow processor's EMA."""
+        if self.train_vae:
+            self.vae = accelerator.prepare(VAEForward(self.vae))
+        else:
+            self.vae.to(accelerator.device)
+        if self.discriminator is not None:
+            self.discriminator = accelerator.prepare(self.discriminator)
+        if self.transformer is None:
+            return
+        transformer = self.transformer
+        self.transformer = accelerator.prepare(transformer)
+        if self.train_text_encoder:
+            self.text_encoder = accelerator.prepare(self.text_encoder)
+        else:
+            self.text_encoder.to(accelerator.device)
+        if use_ema:
+            self.ema = EMAModel(transformer.parameters(), decay=ema_decay, model_cls=FluxFlowTransformer,
+                                model_config=transformer.config)
+            self.ema.to(accelerator.device)
 
 
 def build_components(cfg: TrainConfig) -> Components:

@@ -12,7 +12,14 @@ from fluxflow.training.data.collate import CaptionCollator, tokenize_captions
 from fluxflow.training.data.config import DataConfig
 from fluxflow.training.data.dataset import ImageCaptionDataset, StreamingImageCaptionDataset
 from fluxflow.training.data.folder import read_captions_file
-from fluxflow.training.data.images import BAD_KINDS, BadSample, convert_channels, open_image
+from fluxflow.training.data.images import (
+    BAD_KINDS,
+    BadSample,
+    check_image,
+    convert_channels,
+    image_file_problem,
+    open_image,
+)
 from fluxflow.training.data.loader import make_dataloader, prepare_dataloader
 from fluxflow.training.data.skips import DataError, SkipLog
 from fluxflow.training.data.transforms import ImageTransform
@@ -20,6 +27,6 @@ from fluxflow.training.data.transforms import ImageTransform
 __all__ = [
     "BAD_KINDS", "BadSample", "BucketBatchSampler", "CaptionCollator", "DataConfig", "DataError",
     "ImageCaptionDataset", "ImageTransform", "SkipLog", "StreamingImageCaptionDataset", "bucket_sizes",
-    "build_dataset", "convert_channels", "is_streaming", "make_dataloader", "nearest_bucket", "open_image",
-    "prepare_dataloader", "read_captions_file", "tokenize_captions",
+    "build_dataset", "check_image", "convert_channels", "image_file_problem", "is_streaming", "make_dataloader",
+    "nearest_bucket", "open_image", "prepare_dataloader", "read_captions_file", "tokenize_captions",
 ]

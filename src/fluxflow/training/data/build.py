@@ -21,15 +21,15 @@ logger = logging.getLogger("fluxflow.data")
 
 def build_dataset(config: DataConfig, *, process_index: int = 0,
                   num_processes: int = 1) -> ImageCaptionDataset | StreamingImageCaptionDataset:
-    """Validate ``config`` and return the training data set; its ``skips`` holds the tally of bad samples.
+    """The training data set of a validated ``config`` (``DataConfig.validate``, which ``TrainConfig.validate``
+    includes); its ``skips`` holds the tally of bad samples.
 
     Map-style (captions file, imagefolder, a downloaded ``datasets`` split): a ``torch.utils.data.Dataset``
     with ``len``; shard it with the sampler (Accelerate does). Streaming: a torch ``IterableDataset`` that
     already reads only this process's shard (``process_index`` of ``num_processes``): prepare its
-    DataLoader with ``dispatch_batches=False``. Problems with the flags raise ``ConfigError``, unusable
-    data ``DataError``, both before any image is decoded (``--strict_data`` decodes every image once).
+    DataLoader with ``dispatch_batches=False``. Unusable data raises ``DataError`` before any image is decoded
+    (``--strict_data`` decodes every image once).
     """
-    config.validate()
     seed = config.seed or 0
     transform = ImageTransform(config.img_size, config.channels, config.random_crop, config.random_flip,
                                config.resize_interpolation)

@@ -1,19 +1,19 @@
 """The data options, one field per command-line flag (same names), and their up-front validation.
 
-The training config schema builds its flags from these fields (``metadata["help"]`` is the flag's help,
-``metadata["choices"]`` its allowed values). ``validate()`` runs before any model is built and names
-every bad flag at once.
+The training config schema builds its flags from these fields (``schema.flag``: the help, and the choices of
+the two choice flags). ``validate()`` runs before any model is built and names every bad flag at once.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from fluxflow.training.errors import ConfigError
+from fluxflow.training.schema import Field, flag
 
 CHANNELS = (1, 3, 4)
 RESIZE_INTERPOLATIONS = ("lanczos", "bicubic", "bilinear")
@@ -22,48 +22,39 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 FOLDER_BUILDERS = ("imagefolder", "parquet", "csv", "json", "arrow", "webdataset")
 
 
-def _f(default, help: str, choices: tuple | None = None):
-    return field(default=default, metadata={"help": help, **({"choices": choices} if choices else {})})
-
-
 @dataclass
 class DataConfig:
     """Where training images and captions come from and how they become ``[-1, 1]`` tensors."""
 
-    data_path: str | None = _f(None, "Folder of training images (the files named in --captions_file); "
+    data_path: str | None = flag(None, "Folder of training images (the files named in --captions_file); "
                                      "without --captions_file, an imagefolder with metadata.jsonl/.csv "
                                      "captions")
-    captions_file: str | None = _f(None, "Text file, one 'file_name<TAB>caption' per line (see docs/DATA.md)")
-    dataset_name: str | None = _f(None, "A `datasets` data set: Hub id, local folder, or a builder name "
+    captions_file: str | None = flag(None, "Text file, one 'file_name<TAB>caption' per line (see docs/DATA.md)")
+    dataset_name: str | None = flag(None, "A `datasets` data set: Hub id, local folder, or a builder name "
                                         "such as 'imagefolder' (then --data_path is its folder)")
-    dataset_config_name: str | None = _f(None, "Config (subset) name of --dataset_name")
-    dataset_split: str = _f("train", "Split of --dataset_name to train on")
-    image_column: str | None = _f(None, "Image column of --dataset_name (default: the first Image column)")
-    caption_column: str | None = _f(None, "Caption column of --dataset_name "
+    dataset_config_name: str | None = flag(None, "Config (subset) name of --dataset_name")
+    dataset_split: str = flag("train", "Split of --dataset_name to train on")
+    image_column: str | None = flag(None, "Image column of --dataset_name (default: the first Image column)")
+    caption_column: str | None = flag(None, "Caption column of --dataset_name "
                                           "(default: text, caption, prompt, ...)")
-    streaming: bool = _f(False, "Stream --dataset_name instead of downloading it; size the run with "
+    streaming: bool = flag(False, "Stream --dataset_name instead of downloading it; size the run with "
                                 "--max_train_steps; each process reads its own shard")
-    max_train_samples: int | None = _f(None, "Train on at most this many samples (a --seed-chosen subset; "
+    max_train_samples: int | None = flag(None, "Train on at most this many samples (a --seed-chosen subset; "
                                              "the first N when streaming)")
-    shuffle_buffer_size: int = _f(1000, "Shuffle buffer of a streamed data set (0: no shuffling)")
-    img_size: int = _f(1024, "Target image size: short side resized to this, then cropped square")
-    channels: int = _f(3, "Image channels: 1 (grey), 3 (RGB) or 4 (RGBA)", CHANNELS)
-    resize_interpolation: str = _f("lanczos", "Resampling filter for resizing", RESIZE_INTERPOLATIONS)
-    random_crop: bool = _f(False, "Crop at a random position instead of the centre")
-    random_flip: bool = _f(False, "Flip images horizontally with probability 0.5")
-    aspect_buckets: bool = _f(False, "Group images into aspect-ratio buckets of about img_size^2 pixels "
+    shuffle_buffer_size: int = flag(1000, "Shuffle buffer of a streamed data set (0: no shuffling)")
+    img_size: int = flag(1024, "Target image size: short side resized to this, then cropped square")
+    channels: int = flag(3, "Image channels: 1 (grey), 3 (RGB) or 4 (RGBA)", Field("choice", choices=CHANNELS))
+    resize_interpolation: str = flag("lanczos", "Resampling filter for resizing", Field("choice", choices=RESIZE_INTERPOLATIONS))
+    random_crop: bool = flag(False, "Crop at a random position instead of the centre")
+    random_flip: bool = flag(False, "Flip images horizontally with probability 0.5")
+    aspect_buckets: bool = flag(False, "Group images into aspect-ratio buckets of about img_size^2 pixels "
                                      "instead of square crops (map-style sources only)")
-    bucket_step: int = _f(64, "Bucket sides are multiples of this (keep it a multiple of the VAE's 8)")
-    strict_data: bool = _f(False, "Fail up front on any bad sample (reads every image once) instead of "
+    bucket_step: int = flag(64, "Bucket sides are multiples of this (keep it a multiple of the VAE's 8)")
+    strict_data: bool = flag(False, "Fail up front on any bad sample (reads every image once) instead of "
                                   "skipping and counting")
-    max_image_pixels: int = _f(Image.MAX_IMAGE_PIXELS, "Images with more pixels are skipped as decompression "
+    max_image_pixels: int = flag(Image.MAX_IMAGE_PIXELS, "Images with more pixels are skipped as decompression "
                                                        "bombs (read from the header, never decoded)")
-    seed: int | None = _f(None, "Seed for the sample subset, crops, flips and shuffling (None: 0)")
-
-    @classmethod
-    def from_namespace(cls, args: object) -> DataConfig:
-        """Take the data fields from an argparse namespace or any object with these attributes."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    seed: int | None = flag(None, "Seed for the sample subset, crops, flips and shuffling (None: 0)")
 
     @property
     def source(self) -> str:

@@ -16,17 +16,21 @@ import torch
 from PIL import Image
 
 from fluxflow.training.data.hub import caption_text, image_source
-from fluxflow.training.data.images import BadSample, open_image, read_size
-from fluxflow.training.data.skips import DataError, SkipLog
+from fluxflow.training.data.images import BadSample, check_image, open_image, read_size
+from fluxflow.training.data.skips import DataError, SkipLog, strict_error
 from fluxflow.training.data.transforms import ImageTransform
 
 MAX_SUBSTITUTES = 1000  # candidates tried for one bad index before the data set is declared unusable
 
 
 class Records(Protocol):
-    """A map-style source: ``raw(i)`` gives ``(image cell or path, caption cell, name for messages)``."""
+    """A map-style source: ``raw(i)`` gives ``(image cell or path, caption cell, name for messages)``.
+
+    ``problems``: the samples left out up front (missing files, empty captions, ...), for ``verify()``.
+    """
 
     n_named: int
+    problems: list[BadSample]
 
     def __len__(self) -> int: ...
     def raw(self, i: int) -> tuple[object, object, str]: ...
@@ -40,14 +44,34 @@ def load_sample(cell: object, caption_cell: object, name: str, transform: ImageT
         raise BadSample("empty_caption", name)
     source = image_source(cell, name)
     if isinstance(source, Image.Image):
-        if source.width * source.height > max_pixels:
-            raise BadSample("bomb", name,
-                            f"{source.width}x{source.height} pixels > max_image_pixels={max_pixels}")
-        im = source
+        im = _checked_pil(source, name, max_pixels)
     else:
         target = size or (transform.img_size, transform.img_size)
         im = open_image(source, name, max_pixels, draft_size=max(target))
     return transform(im, rng, size), caption
+
+
+def check_sample(cell: object, caption_cell: object, name: str, transform: ImageTransform,
+                 max_pixels: int) -> BadSample | None:
+    """What is wrong with one sample, decoding its whole image as training would; None when it is fine."""
+    try:
+        if not caption_text(caption_cell):
+            raise BadSample("empty_caption", name)
+        source = image_source(cell, name)
+        if isinstance(source, Image.Image):
+            _checked_pil(source, name, max_pixels)
+        else:
+            check_image(source, name, max_pixels, transform.channels, draft_size=transform.img_size)
+    except BadSample as bad:
+        return bad
+    return None
+
+
+def _checked_pil(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    """``im`` (an already decoded cell), unless it is over ``max_pixels``."""
+    if im.width * im.height > max_pixels:
+        raise BadSample("bomb", name, f"{im.width}x{im.height} pixels > max_image_pixels={max_pixels}")
+    return im
 
 
 class ImageCaptionDataset(torch.utils.data.Dataset):
@@ -106,23 +130,15 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         self.bucket_of = out
 
     def verify(self, threads: int = 4) -> None:
-        """Decode every image once; raise one ``DataError`` listing the bad ones (``--strict_data``)."""
-        from fluxflow.training.data.folder import strict_error
+        """``--strict_data``: decode every image once; raise one ``DataError`` listing every bad sample,
+        those the records left out up front (``records.problems``) and those that fail to decode."""
 
         def check(i: int) -> BadSample | None:
-            cell, caption, name = self.records.raw(i)
-            try:
-                if not caption_text(caption):
-                    raise BadSample("empty_caption", name)
-                source = image_source(cell, name)
-                if not isinstance(source, Image.Image):
-                    open_image(source, name, self.max_pixels, draft_size=self.transform.img_size).close()
-            except BadSample as bad:
-                return bad
-            return None
+            return check_sample(*self.records.raw(i), self.transform, self.max_pixels)
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            problems = [b for b in pool.map(check, range(len(self.records))) if b is not None]
+            decoded = [b for b in pool.map(check, range(len(self.records))) if b is not None]
+        problems = [*getattr(self.records, "problems", []), *decoded]
         if problems:
             raise strict_error(problems, self.records.n_named)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxflow.training.data.images import BadSample
-from fluxflow.training.data.skips import DataError, SkipLog
+from fluxflow.training.data.skips import DataError, SkipLog, strict_error
 from fluxflow.training.errors import ConfigError
 
 
@@ -68,7 +68,8 @@ class FolderRecords:
     """The usable lines of a captions file, with the cheap checks done up front.
 
     Missing files, zero-byte files and empty captions are found here without decoding anything: they are
-    counted in ``skips`` and left out (or, with ``strict``, reported together as one ``DataError``).
+    left out and kept in ``problems``, and counted in ``skips`` unless ``strict``: then the data set's
+    ``verify()`` reports them together with the images that fail to decode, in one ``DataError``.
     """
 
     def __init__(self, data_path: str | Path, captions_file: str | Path, skips: SkipLog,
@@ -92,14 +93,14 @@ class FolderRecords:
                 f"--captions_file {str(captions_file)!r} names {len(lines)} images but none exists under "
                 f"--data_path {str(self.root)!r} (first: {lines[0].file_name!r}, line {lines[0].line})"
             )
-        if problems and strict:
+        self.problems, self.n_named = problems, len(lines)
+        if strict and not self.lines:
             raise strict_error(problems, len(lines))
-        for bad in problems:
+        for bad in [] if strict else problems:
             skips.record(bad)
         if not self.lines:
             raise DataError(f"--captions_file {str(captions_file)!r}: no usable sample; "
                             f"{skips.summary(len(lines))}")
-        self.n_named = len(lines)
 
     def _check(self, cl: CaptionLine) -> BadSample | None:
         where = _where(cl)
@@ -140,9 +141,3 @@ def _where(cl: CaptionLine, limit: int = 120) -> str:
     name = cl.file_name if len(cl.file_name) <= limit else f"{cl.file_name[:limit]}..."
     return f"{name} (line {cl.line})"
 
-
-def strict_error(problems: list[BadSample], n_total: int, shown: int = 10) -> DataError:
-    """One error listing the first ``shown`` bad samples, for ``--strict_data``."""
-    lines = "\n".join(f"  - {p}" for p in problems[:shown])
-    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
-    return DataError(f"--strict_data: {len(problems)} of {n_total} samples are bad:\n{lines}{more}")

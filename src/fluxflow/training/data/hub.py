@@ -141,7 +141,8 @@ def caption_text(value: Any, rng=None) -> str:
 
 
 class HFRecords:
-    """Rows of a map-style ``datasets.Dataset``; rows with an empty caption are counted and left out."""
+    """Rows of a map-style ``datasets.Dataset``; rows with an empty caption are left out and counted (or,
+    with ``--strict_data``, kept in ``problems`` for the data set's ``verify()``)."""
 
     def __init__(self, ds: datasets.Dataset, cfg: DataConfig, skips: SkipLog, flag: str) -> None:
         image, caption = resolve_columns(ds, cfg.image_column, cfg.caption_column, flag)
@@ -156,11 +157,8 @@ class HFRecords:
         self.rows = [i for i, c in enumerate(captions) if caption_text(c)]
         empty = [BadSample("empty_caption", f"row {i}")
                  for i, c in enumerate(captions) if not caption_text(c)]
-        if empty and cfg.strict_data:
-            from fluxflow.training.data.folder import strict_error
-
-            raise strict_error(empty, self.n_named)
-        for bad in empty:
+        self.problems = empty  # with --strict_data, reported by the data set's verify() with the rest
+        for bad in [] if cfg.strict_data else empty:
             skips.record(bad)
         if not self.rows:
             raise DataError(f"{flag}: no row has a caption in column {caption!r}")

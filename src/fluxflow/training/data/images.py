@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 
@@ -73,13 +74,57 @@ def open_image(source: str | os.PathLike | bytes, name: str, max_pixels: int,
                 return ImageOps.exif_transpose(im)
     except BadSample:
         raise
-    except Image.DecompressionBombError as e:
-        raise BadSample("bomb", name, str(e)) from None
+    except Image.DecompressionBombError as e:  # over 2x PIL's own limit: its message, in our terms
+        said = re.search(r"\((\d+) pixels\)", str(e))
+        raise BadSample("bomb", name, f"{said[1]} pixels > max_image_pixels={max_pixels}" if said
+                        else str(e)) from None
     except Exception as e:  # noqa: BLE001 -- any decoder failure is one bad file, not a crash
         known = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
         detail = "" if isinstance(e, UnidentifiedImageError) else (
             str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}")
         raise BadSample(_failure_kind(source, e), name, detail) from None
+
+
+def check_image(source: str | os.PathLike | bytes, name: str, max_pixels: int, channels: int,
+                draft_size: int | None = None) -> None:
+    """Read ``source`` the way training does (``open_image``, then ``convert_channels``); raise ``BadSample``.
+
+    For checks up front (``--strict_data``, ``--test_image_address``): the decode is complete, so truncated
+    and corrupt files are caught, and a mode that fails to convert is ``unreadable`` rather than a crash.
+    """
+    if channels not in CHANNEL_MODES:
+        raise ValueError(f"channels must be one of 1, 3, 4, got {channels}")
+    im = open_image(source, name, max_pixels, draft_size)
+    try:
+        convert_channels(im, channels)
+    except Exception as e:  # noqa: BLE001 -- one bad file, not a crash
+        raise BadSample("unreadable", name, f"{type(e).__name__}: {e}") from None
+    finally:
+        im.close()
+
+
+# How ``image_file_problem`` words each kind; the kinds whose detail it adds.
+_PROBLEMS = {"missing": "is not a file", "zero_byte": "is an empty file", "bomb": "is too large",
+             "not_image": "is not an image", "truncated": "is a truncated image",
+             "unreadable": "is an unreadable image"}
+_DETAILED = ("bomb", "unreadable")
+
+
+def image_file_problem(path: str | os.PathLike, max_pixels: int, channels: int) -> str | None:
+    """One line saying what is wrong with the image file ``path`` (e.g. ``"'x.png' is a truncated image"``),
+    or None when training can read it: for checking an image flag before any model is built.
+
+    The whole file is decoded (``check_image``), so the kinds are those a training data set would report.
+    """
+    name = os.fspath(path)
+    try:
+        if not os.path.isfile(name):  # missing, a dangling link, a folder or a special file
+            raise BadSample("missing", name)
+        check_image(name, name, max_pixels, channels)
+    except BadSample as bad:
+        detail = f" ({bad.detail})" if bad.detail and bad.kind in _DETAILED else ""
+        return f"{name!r} {_PROBLEMS[bad.kind]}{detail}"
+    return None
 
 
 _CHECK_BYTES = 64 << 20  # at most this much of a file that failed is read again to tell why

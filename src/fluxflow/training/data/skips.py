@@ -26,7 +26,34 @@ _NAME_BYTES = 1024  # per row: room for the first few names in the final tally
 
 
 class DataError(ValueError):
-    """The data cannot be used: no usable sample, a strict-mode problem, an unknown column or split."""
+    """The data cannot be used: no usable sample, a strict-mode problem, an unknown column or split.
+
+    ``problems``: the bad samples behind a ``--strict_data`` error (empty otherwise).
+    """
+
+    problems: tuple[BadSample, ...] = ()
+
+
+def strict_error(problems: list[BadSample], n_total: int, shown: int = 10) -> DataError:
+    """The one ``--strict_data`` error: how many samples are bad, per kind, and the first ``shown`` of them.
+
+    Every bad sample is on the error (``problems``) and, when they do not all fit in the message, in the
+    log, so one run is enough to clean a data set.
+    """
+    every, more = [f"  - {p}" for p in problems], ""
+    if len(problems) > shown:
+        logger.error("--strict_data: all %d bad samples:\n%s", len(problems), "\n".join(every))
+        more = f"\n  ... and {len(problems) - shown} more (all of them are in the log)"
+    head = f"--strict_data: {len(problems)} of {n_total} samples are bad ({kind_counts(problems)}):"
+    err = DataError("\n".join([head, *every[:shown]]) + more)
+    err.problems = tuple(problems)
+    return err
+
+
+def kind_counts(problems: list[BadSample]) -> str:
+    """``"2 missing, 1 truncated"``: how many of ``problems`` are of each kind, in ``BAD_KINDS`` order."""
+    kinds = [p.kind for p in problems]
+    return ", ".join(f"{kinds.count(k)} {k}" for k in BAD_KINDS if k in kinds)
 
 
 def _row() -> int:

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as lrs
 
-from fluxflow.training.errors import ConfigError, did_you_mean
-from fluxflow.training.optim_config import OptimSchedConfig, load_optim_sched_config
-from fluxflow.training.optim_schema import (
+from ..errors import ConfigError, did_you_mean
+from .config import OptimSchedConfig, load_optim_sched_config
+from .schema import (
     ALIASES,
     COMPONENTS,
     DEFAULT_LR,
@@ -35,14 +35,6 @@ from fluxflow.training.optim_schema import (
     validate_optimizer_entry,
     validate_scheduler_spec,
 )
-from fluxflow.training.preserve_lr import LR_FILE, load_lrs, save_lrs
-
-__all__ = [
-    "DEFAULT_LR", "LR_FILE", "ComponentOptim", "ConfigError", "OptimSchedConfig", "OptimSchedSet",
-    "build_optimizer", "build_optimizers_and_schedulers", "build_scheduler", "load_lrs",
-    "load_optim_sched_config", "lr_curves", "parameter_groups", "save_lrs",
-]
-
 
 def _optimizer_class(type_: str) -> type[torch.optim.Optimizer]:
     if type_ == "Lion":
@@ -325,8 +317,8 @@ def _warn_lion_decoupled(name: str, cfg: Mapping[str, Any], total_steps: int) ->
 
 
 def build_optimizers_and_schedulers(config: Any, components: Mapping[str, nn.Module], total_steps: int, *,
-                                    lr: float = DEFAULT_LR,
-                                    initial_lrs: Mapping[str, float] | None = None) -> OptimSchedSet:
+                                    lr: float = DEFAULT_LR, initial_lrs: Mapping[str, float] | None = None,
+                                    lr_multiplier: float = 1.0) -> OptimSchedSet:
     """One optimizer and one scheduler per trained component.
 
     ``config``: anything ``load_optim_sched_config`` accepts. ``components``: name -> module of what is
@@ -335,7 +327,8 @@ def build_optimizers_and_schedulers(config: Any, components: Mapping[str, nn.Mod
     component with no trainable parameter, or configured but not given, is listed in ``skipped``.
     ``lr`` is ``--lr`` (for entries without ``lr``). ``initial_lrs`` (``--preserve_lr``, see ``load_lrs``)
     replaces the starting LR of the components it names, sub-components falling back to their parent.
-    ``total_steps``: optimizer steps of the whole run.
+    ``lr_multiplier`` (``--scale_lr``: the effective batch) multiplies every other component's own configured
+    LR, a sub-component's included. ``total_steps``: optimizer steps of the whole run.
     """
     cfg = load_optim_sched_config(config)
     _check_total_steps(total_steps)
@@ -354,6 +347,8 @@ def build_optimizers_and_schedulers(config: Any, components: Mapping[str, nn.Mod
         opt_cfg = cfg.optimizer_config(name, lr)
         if (start := _initial_lr_for(name, initial)) is not None:
             opt_cfg["lr"] = start
+        else:
+            opt_cfg["lr"] *= lr_multiplier
         _warn_lion_decoupled(name, opt_cfg, total_steps)
         optimizer = build_optimizer(params, opt_cfg, path=f"optimizers.{name}")
         sched_cfg = cfg.scheduler_config(name)

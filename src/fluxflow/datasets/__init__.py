@@ -1,6 +1,6 @@
 """Embedded datasets and their judges: ``shapes`` (coloured shapes with exact captions). See docs/DATA.md."""
 
-from fluxflow.data.shapes import (
+from fluxflow.datasets.shapes import (
     Scene,
     ShapeObject,
     Verdict,

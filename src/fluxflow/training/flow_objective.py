@@ -1,4 +1,4 @@
-"""One flow-matching micro-batch: caption dropout for CFG, noise levels, the velocity loss.
+"""The flow objective: caption dropout for CFG, noise levels, the velocity loss, and its micro-step.
 
 Rectified flow in the diffusers/SD3 direction: ``x_t = (1 - s) x0 + s noise``, target ``v = noise - x0``, the
 flow processor called at ``timestep = s * 1000``. ``s`` is logit-normal (``--logit_mean``, ``--logit_std``),
@@ -54,10 +54,29 @@ def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 class FlowObjective:
-    """Noise levels and the velocity MSE of ``--train_diff_full`` / ``--train_diff``."""
+    """Noise levels and the velocity MSE of ``--train_diff_full`` / ``--train_diff``, and the micro-step that
+    feeds them: latents of the frozen (or jointly trained) VAE, captions dropped to the null condition
+    (``null_tokens``: the empty prompt, tokenized), text from ``text_cache`` or the text encoder."""
 
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, null_tokens=None, text_cache: TextEmbeddingCache | None = None):
+        self.cfg, self.null_tokens, self.text_cache = cfg, null_tokens, text_cache
+
+    def micro_step(self, accelerator, models, batch: dict, generator: torch.Generator, z=None) -> dict:
+        """Forward, loss and backward of one micro-batch; ``z``: the latents of the VAE trained in the same step."""
+        latents = flow_latents(models.unwrapped("vae"), batch["pixel_values"], z, generator)
+        null = self.null_tokens
+        ids, mask, dropped = drop_captions(batch["input_ids"], batch["attention_mask"], null.input_ids,
+                                           null.attention_mask, self.cfg.cfg_dropout_prob, generator)
+        if self.text_cache is not None:
+            captions = ["" if d else c for c, d in zip(batch["captions"], dropped.tolist())]
+            *text, mask = self.text_cache(captions, ids.device)
+        else:
+            with torch.set_grad_enabled(self.cfg.train_text_encoder):
+                text = models.text_encoder(ids, mask, return_dict=False)
+        loss, logs = self.loss(models.transformer, latents, (*text, mask), generator)
+        accelerator.backward(loss)
+        logs["flow/caption_dropout"] = dropped.float().mean()
+        return logs
 
     def sample_sigmas(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
@@ -74,3 +93,12 @@ class FlowObjective:
         velocity = transformer(x_t, embeds, pooled, s * 1000, mask, return_dict=False)[0]
         loss = F.mse_loss(velocity.float(), (noise - x0).float())
         return loss, {"loss/flow": loss.detach(), "flow/mean_sigma": s.mean().detach()}
+
+
+def flow_latents(vae, x: torch.Tensor, z: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """Normalized latents ``(z - shift) * scale`` for the flow loss. In joint training they come from the
+    VAE being trained, detached: the flow loss never pushes the VAE towards easy-to-model latents."""
+    with torch.no_grad():
+        if z is None:
+            z = vae.encode(x.to(vae.dtype)).latent_dist.sample(generator=generator)
+        return ((z.detach() - vae.config.shift_factor) * vae.config.scaling_factor).to(x.dtype)

@@ -3,7 +3,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from fluxflow.training.config import TrainConfig
-from fluxflow.training.flow_step import FlowObjective, drop_captions, shift_sigmas
+from fluxflow.training.flow_objective import FlowObjective, drop_captions, shift_sigmas
 
 
 def _tokens(n):
@@ -58,7 +58,7 @@ def test_text_cache_encodes_each_caption_once_and_matches_direct_encoding():
 
     from fluxflow.models import FluxFlowTextEncoder
     from fluxflow.pipelines import tokenize_prompts
-    from fluxflow.training.flow_step import TextEmbeddingCache
+    from fluxflow.training.flow_objective import TextEmbeddingCache
 
     encoder = FluxFlowTextEncoder.from_preset("tiny").eval()
     tokenizer = AutoTokenizer.from_pretrained(MINILM)

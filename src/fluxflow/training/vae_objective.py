@@ -1,4 +1,5 @@
-"""One VAE/GAN micro-batch: the forward that DDP synchronises and the generator and discriminator losses."""
+"""The VAE/GAN objective: the forward that DDP synchronises, the generator and discriminator losses, and the
+micro-step that runs them."""
 
 from __future__ import annotations
 
@@ -39,6 +40,20 @@ class VAEObjective:
         self.cfg = cfg
         self.reconstruct = cfg.train_vae or (cfg.train_spade and not cfg.gan_training)
 
+    def micro_step(self, accelerator, models, batch: dict, progress) -> tuple[dict, torch.Tensor]:
+        """Forward, losses and backward of one micro-batch (the generator's, then the discriminator's); returns
+        the logs and the sampled latents (joint training hands them to the flow objective)."""
+        x = batch["pixel_values"]
+        recon, mean, logvar, z = models.vae(x, use_context=self.cfg.train_spade, generator=progress.noise)
+        disc = models.unwrapped("discriminator")
+        loss, logs = self.generator_loss(x, recon, mean, logvar, progress.global_step, disc)
+        accelerator.backward(loss)
+        if disc is not None:
+            d_loss, d_logs = self.discriminator_loss(models.discriminator, x, recon, mean)
+            accelerator.backward(d_loss)
+            logs.update(d_logs)
+        return logs, z
+
     def generator_loss(self, x, recon, mean, logvar, step: int, discriminator=None) -> tuple[torch.Tensor, dict]:
         cfg, logs = self.cfg, {}
         loss = recon.new_zeros(())
@@ -77,12 +92,28 @@ def context_of(mean: torch.Tensor) -> torch.Tensor:
 
 def frozen_call(discriminator, image: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """Discriminator logits with its parameters detached: gradients reach ``image`` (the generator) but
-    never the discriminator, whose own step comes separately. No power iteration runs (eval mode)."""
+    never the discriminator, whose own step comes separately. No power iteration runs (eval mode).
+
+    With gradient checkpointing the whole frozen call is one checkpointed region, so that its recomputation
+    (in backward, after this function has returned) runs with the detached parameters and in eval mode too.
+    The discriminator's per-block checkpoints would recompute outside that scope, with the real parameters,
+    which save more tensors for backward (spectral norm's sigma) than the forward did: ``CheckpointError``."""
+    if getattr(discriminator, "gradient_checkpointing", False) and torch.is_grad_enabled():
+        return discriminator._gradient_checkpointing_func(_frozen_logits, discriminator, image, context)
+    return _frozen_logits(discriminator, image, context)
+
+
+def _frozen_logits(discriminator, image: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     params = {name: p.detach() for name, p in discriminator.named_parameters()}
     was_training = discriminator.training
+    checkpointing = getattr(discriminator, "gradient_checkpointing", False)
     discriminator.eval()
+    if checkpointing:
+        discriminator.gradient_checkpointing = False  # frozen_call checkpoints the whole call instead
     try:
         out = torch.func.functional_call(discriminator, params, (image,), {"context": context})
     finally:
         discriminator.train(was_training)
+        if checkpointing:
+            discriminator.gradient_checkpointing = True
     return out.logits

@@ -1,18 +1,17 @@
 """What an optimizer/scheduler config may contain: components, types, keys, ranges and defaults.
 
-The tables here are the single source of truth for validation, for the builder in ``optim.py`` and for
+The tables here are the single source of truth for validation, for the builder in ``build.py`` and for
 ``docs/SCHEDULERS.md``. Validation collects every problem with its key path instead of stopping at the
 first, so one run of a bad config shows everything that needs fixing.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from fluxflow.training.errors import did_you_mean
+from ..errors import did_you_mean
+from ..schema import BETAS, BOOL, COUNT, INVALID, NON_NEGATIVE, POSITIVE, STEPS, UNIT, Field, check_value, fmt
 
 # ---------------------------------------------------------------------------------------------- components
 
@@ -40,27 +39,6 @@ COMPONENT_SCHEDULERS: dict[str, dict[str, Any]] = {
 DEFAULT_SCHEDULER: dict[str, Any] = {"type": "CosineAnnealingLR", "eta_min_factor": 0.1}
 
 # ------------------------------------------------------------------------------------------------ fields
-
-
-@dataclass(frozen=True)
-class Field:
-    """One setting: its kind and the closed/open range or choices it must lie in."""
-
-    kind: str  # "float" | "int" | "bool" | "betas" | "choice" | "str"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # True: must be > low (else >= low)
-    high_open: bool = False  # True: must be < high (else <= high)
-    choices: tuple[str, ...] = ()
-
-
-POSITIVE = Field("float", low=0, low_open=True)
-NON_NEGATIVE = Field("float", low=0)
-UNIT = Field("float", low=0, high=1)  # [0, 1]
-STEPS = Field("int", low=1)
-COUNT = Field("int", low=0)
-BOOL = Field("bool")
-BETAS = Field("betas")
 
 _COMMON_OPT = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "decay_bias_and_norm": BOOL}
 _ADAM = {**_COMMON_OPT, "betas": BETAS, "eps": POSITIVE, "amsgrad": BOOL}
@@ -101,8 +79,6 @@ SCHEDULER_DEFAULTS: dict[str, dict[str, Any]] = {
     "ReduceLROnPlateau": {"mode": "min", "factor": 0.1, "patience": 10, "threshold": 1e-4,
                           "threshold_mode": "rel", "cooldown": 0, "monitor": "loss"},
 }
-AUTO_KEYS = {"CosineAnnealingLR": "T_max", "LinearLR": "total_iters", "ConstantLR": "total_iters",
-             "StepLR": "step_size"}
 
 
 def auto_step_size(total_steps: int) -> int:
@@ -133,67 +109,6 @@ def _alias_of(component: str) -> str | None:
 
 # --------------------------------------------------------------------------------------------- checking
 
-INVALID = object()  # returned by check_value for a value that was reported as a problem
-
-
-def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _range_problem(value: float, f: Field) -> str | None:
-    if f.low is not None and (value <= f.low if f.low_open else value < f.low):
-        return f"must be {'>' if f.low_open else '>='} {f.low:g}"
-    if f.high is not None and (value >= f.high if f.high_open else value > f.high):
-        return f"must be {'<' if f.high_open else '<='} {f.high:g}"
-    return None
-
-
-def _number(path: str, value: Any, f: Field, problems: list[str]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = "; write numbers without quotes" if isinstance(value, str) else ""
-        problems.append(f"{path} must be a number, got {type(value).__name__} {_fmt(value)}{hint}")
-        return INVALID
-    if not math.isfinite(value):
-        problems.append(f"{path} must be a finite number, got {value}")
-        return INVALID
-    if f.kind == "int" and value != int(value):
-        problems.append(f"{path} must be a whole number of steps, got {value}")
-        return INVALID
-    if (why := _range_problem(value, f)) is not None:
-        problems.append(f"{path} {why}, got {_fmt(value)}")
-        return INVALID
-    return int(value) if f.kind == "int" else float(value)
-
-
-def check_value(path: str, value: Any, f: Field, problems: list[str]) -> Any:
-    """The normalized value (ints for steps, floats, a betas tuple), or INVALID after recording why."""
-    if f.kind in ("float", "int"):
-        return _number(path, value, f, problems)
-    if f.kind == "bool":
-        if not isinstance(value, bool):
-            problems.append(f"{path} must be true or false, got {_fmt(value)}")
-            return INVALID
-        return value
-    if f.kind == "choice":
-        if value not in f.choices:
-            allowed = ", ".join(repr(c) for c in f.choices)
-            hint = did_you_mean(value, f.choices)
-            problems.append(f"{path} must be one of {allowed}, got {_fmt(value)}{hint}")
-            return INVALID
-        return value
-    if f.kind == "str":
-        if not isinstance(value, str) or not value.strip():
-            problems.append(f"{path} must be a non-empty string, got {_fmt(value)}")
-            return INVALID
-        return value
-    # betas: two numbers in [0, 1)
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        problems.append(f"{path} must be a list of two numbers in [0, 1), got {_fmt(value)}")
-        return INVALID
-    beta = Field("float", 0, 1, high_open=True)
-    out = tuple(_number(f"{path}[{i}]", b, beta, problems) for i, b in enumerate(value))
-    return INVALID if INVALID in out else out
-
 
 def _unknown_key(path: str, key: Any, type_: str, allowed: Mapping[str, Field],
                  table: Mapping[str, Mapping[str, Field]]) -> str:
@@ -212,7 +127,7 @@ def _type_of(path: str, entry: Mapping[str, Any], table: Mapping[str, Any], what
         problems.append(f"{path}.type is missing; one of: {', '.join(table)}")
         return None
     if not isinstance(type_, str) or type_ not in table:
-        problems.append(f"{path}.type {_fmt(type_)} is not {what}{did_you_mean(type_, table)}; "
+        problems.append(f"{path}.type {fmt(type_)} is not {what}{did_you_mean(type_, table)}; "
                         f"allowed: {', '.join(table)}")
         return None
     return type_
@@ -235,7 +150,7 @@ def _check_fields(path: str, entry: Mapping[str, Any], type_: str, fields: Mappi
 
 def _is_mapping(path: str, entry: Any, what: str, problems: list[str]) -> bool:
     if not isinstance(entry, Mapping):
-        problems.append(f"{path} must be a mapping of {what}, got {type(entry).__name__} {_fmt(entry)}")
+        problems.append(f"{path} must be a mapping of {what}, got {type(entry).__name__} {fmt(entry)}")
         return False
     return True
 
@@ -297,6 +212,6 @@ def validate_scheduler_spec(path: str, spec: Any, problems: list[str]) -> dict |
         return entries if len(entries) > 1 else entries[0]
     if not isinstance(spec, Mapping):
         problems.append(f"{path} must be a mapping with a 'type' (or a list of them to chain), "
-                        f"got {type(spec).__name__} {_fmt(spec)}")
+                        f"got {type(spec).__name__} {fmt(spec)}")
         return None
     return validate_scheduler_entry(path, spec, problems)

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fluxflow.atomic import write_text_atomically
-from fluxflow.training.errors import ConfigError, did_you_mean
-from fluxflow.training.optim_config import read_config_file
-from fluxflow.training.optim_schema import COMPONENTS, canonical
+from ...atomic import write_text_atomically
+from ..errors import ConfigError, did_you_mean
+from ..files import read_structured_file
+from .schema import COMPONENTS, canonical
 
 LR_FILE = "lr_sav.json"  # the earlier release's file name, kept so its files can be read
 
@@ -43,7 +43,7 @@ def load_lrs(path: str | os.PathLike) -> dict[str, float]:
     Also reads the earlier release's files: ``{"lr": flow, "vae": vae}`` and ``{"optimizer_FDiff": flow,
     "optimizer_Diff": vae, "optimizer_te": ..., "optimizer_Dimg": ...}``.
     """
-    data = read_config_file(Path(path))
+    data = read_structured_file(Path(path))
     if not isinstance(data, Mapping):
         raise ConfigError(f"must map component -> lr, got {type(data).__name__}", str(path))
     if set(data) == {"lr", "vae"}:
