@@ -249,3 +249,13 @@ def write_parquet_cells(root: Path, cells: list, captions: list) -> Path:
     table = datasets.Dataset.from_dict({"image": rows, "text": captions}, features=features)
     pq.write_table(table.data.table, str(root / "data" / "train-00000-of-00001.parquet"))
     return root
+
+
+def safetensors_bytes(metadata: dict | None = None) -> bytes:
+    """A valid one-tensor .safetensors file (no fluxflow metadata unless given)."""
+    header = {"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"\0" * 4

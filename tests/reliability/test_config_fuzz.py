@@ -13,13 +13,13 @@ import json
 import os
 import re
 import shlex
-import struct
 import sys
 import time
 import types
 from dataclasses import dataclass, field
 
 import pytest
+from data_helpers import safetensors_bytes
 
 from fluxflow.cli.train import main
 from fluxflow.datasets.shapes import write_shapes_dataset
@@ -69,15 +69,19 @@ def optim_case(id: str, text: str, *names: str, **kw):
                 **kw)
 
 
-def safetensors_bytes(metadata: dict | None = None) -> bytes:
-    """A valid one-tensor .safetensors file (no fluxflow metadata unless given)."""
-    header = {"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw + b"\0" * 4
+def _png(size: int = 16) -> bytes:
+    from io import BytesIO
 
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.effect_noise((size, size), 64).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TINY_PNG = _png()
+TINY_VAE = {"block_out_channels": [16, 32, 32, 32], "latent_channels": 4, "layers_per_block": 1,
+            "attention_head_dim": 16, "spade_hidden_channels": 16, "sample_size": 64}
 
 CASES = [
     # --- flag values argparse rejects (it names the flag)
@@ -181,6 +185,29 @@ CASES = [
          files={"ro": None}, read_only="ro"),
     case("test_image_address-missing", "--test_image_address {tmp}/nope.png", "--test_image_address",
          "nope.png"),
+    case("test_image_address-truncated", "--test_image_address {tmp}/cut.png", "--test_image_address",
+         "cut.png", "truncated", files={"cut.png": TINY_PNG[: len(TINY_PNG) // 2]}),
+    case("output_path-name-too-long", "--output_path {tmp}/" + "x" * 300, "--output_path", "longer than"),
+    # --- --model_checkpoint that is not fluxflow's, or asks for what no machine has
+    case("model_checkpoint-other-librarys-model", "--model_checkpoint {tmp}/unet", "--model_checkpoint",
+         "UNet2DModel", files={"unet": None, "unet/config.json": '{"_class_name": "UNet2DModel"}',
+                               "unet/diffusion_pytorch_model.safetensors": safetensors_bytes()}),
+    case("model_checkpoint-other-pipeline", "--model_checkpoint {tmp}/sd", "--model_checkpoint", "AutoencoderKL",
+         files={"sd": None, "sd/vae": None, "sd/vae/config.json": '{"_class_name": "AutoencoderKL"}'}),
+    case("model_checkpoint-huge-config", "--model_checkpoint {tmp}/vae", "--model_checkpoint", "GiB of weights",
+         files={"vae": None, "vae/config.json": json.dumps({"_class_name": "FluxFlowVAE",
+                                                            "block_out_channels": [65536] * 4}),
+                "vae/diffusion_pytorch_model.safetensors": safetensors_bytes()}),
+    case("model_checkpoint-absurd-setting", "--model_checkpoint {tmp}/vae", "--model_checkpoint", "10,000,000",
+         files={"vae": None, "vae/config.json": json.dumps({"_class_name": "FluxFlowVAE", "layers_per_block": 10**7}),
+                "vae/diffusion_pytorch_model.safetensors": safetensors_bytes()}),
+    case("model_checkpoint-pickle-only", "--model_checkpoint {tmp}/vae", "--model_checkpoint", "pickled .bin",
+         files={"vae": None, "vae/config.json": '{"_class_name": "FluxFlowVAE"}',
+                "vae/diffusion_pytorch_model.bin": b"not read"}),
+    case("img_size-not-multiple-of-the-checkpoints-vae", "--train_diff_full --img_size 40 --model_checkpoint "
+         "{tmp}/vae.safetensors", "--img_size must be a multiple of 16", vae=False,
+         files={"vae.safetensors": safetensors_bytes({"fluxflow_components": json.dumps({"vae": "FluxFlowVAE"}),
+                                                      "fluxflow_config.vae": json.dumps(TINY_VAE)})}),
     # --- config files: unknown keys, flat and grouped
     yaml_case("yaml-unknown-key", "kl_bta: 0.1\n", "kl_bta is not an option", "'kl_beta'"),
     yaml_case("yaml-unknown-key-in-model", "model:\n  presett: tiny\n", "model.presett", "'model_preset'"),
@@ -278,7 +305,7 @@ def data(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
     """Replace the trainer: reaching it means the config got through the checks."""
-    def train(cfg, optim_sections=None):
+    def train(cfg, optim_config=None, stop=None):
         raise ReachedTraining("the config was accepted and handed to the trainer")
 
     stub = types.ModuleType("fluxflow.training.trainer")

@@ -194,7 +194,12 @@ def test_loader_yields_exactly_the_good_samples_and_counts_every_bad_one(source,
             assert torch.allclose(x[:, y, xx], want, atol=TOLERANCE), (caption, (y, xx), x[:, y, xx], rgb)
     assert ds.skips.counts() == dict(fz.bad)
     total = sum(fz.bad.values())
-    assert ds.skips.summary(fz.n_named).startswith(f"skipped {total} of {fz.n_named} samples: ")
+    summary = ds.skips.summary()  # out of every sample named, bad ones included, not len(ds)
+    assert summary.startswith(f"skipped {total} of {fz.n_named} samples named: ")
+    for kind, n in fz.bad.items():  # each kind named, the files that only decoding finds included
+        names = ds.skips.first_names()[kind]
+        assert len(names) == min(n, 3) and f"; {kind}: {names[0]}" in summary
+        assert (f" and {n - 3} more" in summary) == (n > 3)
     if source == "folder":  # captions are read whole: tabs, U+2028 and the 100k characters included
         assert {LONG_CAPTION.strip(), SEPARATORS, "a caption\twith\ttabs"} <= {c for _, c in samples}
 
@@ -295,8 +300,10 @@ def test_train_cli_trains_through_every_bad_kind_and_strict_mode_stops(tmp_path,
     summaries = [r.getMessage() for r in caplog.records
                  if r.levelno == logging.WARNING and r.getMessage().startswith("data: skipped")]
     assert summaries and summaries[0].startswith(
-        "data: skipped 9 of 24 samples: 5 missing, 2 empty_caption, 1 zero_byte, 1 unreadable")
-    assert f"first: {first_bad} (line 9)" in summaries[0]
+        "data: skipped 9 of 24 samples named: 5 missing, 2 empty_caption, 1 zero_byte, 1 unreadable; ")
+    assert f"; missing: {first_bad} (line 9), " in summaries[0]
+    # the trainer's final tally: out of the 24 lines named, not the 15 usable ones (trainer: skips.summary())
+    assert len(summaries) == 2 and " of 24 samples named: " in summaries[-1]
     assert (tmp_path / "out" / "checkpoint.safetensors").exists()
 
     assert main([*argv, "--output_path", str(tmp_path / "strict"), "--strict_data"]) == 2

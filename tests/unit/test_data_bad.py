@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from data_helpers import bad_files, encoded, noise_image, write_folder, write_parquet_repo
+from data_helpers import bad_files, encoded, noise_image, write_folder, write_imagefolder, write_parquet_repo
 
 from fluxflow.training.data import (
     BAD_KINDS,
@@ -49,11 +49,14 @@ def test_every_kind_is_skipped_and_counted(tmp_path, caplog):
     assert ds.skips.counts() == {k: 1 for k in BAD_KINDS}
     drain(ds)  # a second epoch does not count the same files again
     assert ds.skips.total() == len(BAD_KINDS)
-    summary = ds.skips.summary(13)
-    assert summary.startswith("skipped 7 of 13 samples: 1 missing, 1 empty_caption, 1 zero_byte, 1 bomb")
-    assert "first: zero_byte.png (line 7), missing.png (line 12), img0.png (line 13)" in summary
+    summary = ds.skips.summary()
+    assert summary.startswith("skipped 7 of 13 samples named: 1 missing, 1 empty_caption, 1 zero_byte, 1 bomb, "
+                              "1 not_image, 1 truncated, 1 unreadable; ")
+    for listed in ("missing: missing.png (line 12)", "empty_caption: img0.png (line 13)",
+                   "zero_byte: zero_byte.png (line 7)", "truncated: truncated.png (line 9)"):
+        assert listed in summary
     warned = [r.getMessage() for r in caplog.records if "skipping bad sample" in r.getMessage()]
-    assert len(warned) == 5 and "counted quietly" in warned[-1]  # the first few, then quiet
+    assert len(warned) == 7 and not any("quietly" in w for w in warned)  # one of each kind: all named
 
 
 def test_strict_mode_fails_up_front_listing_the_problems(tmp_path):
@@ -123,7 +126,7 @@ def test_all_images_unreadable_is_an_error_not_a_hang(tmp_path):
         (tmp_path / f"{i}.png").write_bytes(b"junk")
     (tmp_path / "c.txt").write_text("".join(f"{i}.png\tx\n" for i in range(3)))
     ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(tmp_path / "c.txt"), img_size=16))
-    with pytest.raises(DataError, match="no readable sample.*skipped 3 of 3 samples: 3 not_image"):
+    with pytest.raises(DataError, match="no readable sample.*skipped 3 of 3 samples named: 3 not_image"):
         ds[0]
 
 
@@ -180,5 +183,94 @@ def test_skiplog_survives_pickling_outside_a_worker_start():
     log = SkipLog(n_items=4)
     log.record(BadSample("truncated", "a.png"), index=2)
     copy = pickle.loads(pickle.dumps(log))  # e.g. deepcopy or datasets fingerprinting: a detached copy
-    assert copy.counts() == {"truncated": 1} and copy.is_marked(2) and copy.first_names() == ["a.png"]
+    assert copy.counts() == {"truncated": 1} and copy.is_marked(2)
+    assert copy.first_names() == {"truncated": ["a.png"]}
     assert not copy.record(BadSample("truncated", "a.png"), index=2)  # still counted once per index
+
+
+# ------------------------------------------------------------------------------------- the final tally
+
+def folder_with_missing_and_cut(root, missing=7, cut=2):
+    """6 good images, ``missing`` lines naming no file, ``cut`` truncated images: 6 + missing + cut named."""
+    for i in range(cut):
+        (root / f"cut{i}.png").write_bytes(bad_files()["truncated"])
+    extra = [f"gone{i}.png\tnot on disk" for i in range(missing)] + [f"cut{i}.png\tcut" for i in range(cut)]
+    return write_folder(root, n=GOOD, size=24, extra_lines=tuple(extra))
+
+
+def imagefolder_with_bad_rows(root):
+    """An imagefolder of 6 rows: 2 truncated images and 1 empty caption (left out up front)."""
+    write_imagefolder(root, n=6)
+    for i in (1, 2):
+        (root / "train" / f"{i}.png").write_bytes(bad_files()["truncated"])
+    meta = root / "train" / "metadata.jsonl"
+    meta.write_text(meta.read_text().replace('"folder caption 3"', '"  "'))
+    return {"data_path": str(root)}
+
+
+def parquet_with_bad_rows(root, streaming=False):
+    """6 parquet rows: 2 truncated images and 1 empty caption."""
+    good = [encoded(noise_image(24, 24, seed=i)) for i in range(4)]
+    repo = write_parquet_repo(root / "repo", n_train=6, n_test=1, captions=["a", "b", "", "d", "e", "f"],
+                              images=good[:3] + [bad_files()["truncated"]] * 2 + good[3:])
+    return {"dataset_name": str(repo), "streaming": streaming, "shuffle_buffer_size": 0}
+
+
+def captions_file_with_bad_lines(root):
+    return {"data_path": str(root), "captions_file": str(folder_with_missing_and_cut(root))}
+
+
+@pytest.mark.parametrize("make, want", [
+    (captions_file_with_bad_lines, "skipped 9 of 15 samples named: 7 missing, 2 truncated; "),
+    (imagefolder_with_bad_rows, "skipped 3 of 6 samples named: 1 empty_caption, 2 truncated; "),
+    (parquet_with_bad_rows, "skipped 3 of 6 samples named: 1 empty_caption, 2 truncated; "),
+])
+def test_tally_is_out_of_every_sample_named_not_the_usable_ones(tmp_path, make, want):
+    """The trainer's last line: "skipped 3 of 6 samples named", not "of 5" (the data set's length once the
+    up-front problems are left out), and the same from ``summary()`` alone, without being told a total."""
+    ds = build_dataset(DataConfig(**make(tmp_path), img_size=16))
+    drain(ds)
+    assert len(ds) < ds.skips.n_named  # the denominator the old tally used was the smaller one
+    assert ds.skips.summary().startswith(want)
+
+
+def test_streamed_tally_has_no_total(tmp_path):
+    ds = build_dataset(DataConfig(**parquet_with_bad_rows(tmp_path, streaming=True), img_size=16))
+    assert [c for _, c in ds] == ["a", "b", "f"]
+    assert ds.skips.n_named is None
+    assert ds.skips.summary().startswith("skipped 3 samples: 1 empty_caption, 2 truncated; ")
+
+
+def test_tally_total_survives_workers_and_pickling(tmp_path):
+    captions = folder_with_missing_and_cut(tmp_path)
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16))
+    list(make_dataloader(ds, batch_size=4, workers=2, collate_fn=list))
+    assert ds.skips.summary().startswith("skipped 9 of 15 samples named: 7 missing, 2 truncated; ")
+    assert pickle.loads(pickle.dumps(ds.skips)).summary() == ds.skips.summary()
+
+
+def test_files_that_fail_to_decode_are_named_after_many_up_front_problems(tmp_path, caplog):
+    """7 missing files (found up front) do not use up the warnings: the first 3 truncated files are named
+    as they are met, and in the tally, with how many more there are."""
+    captions = folder_with_missing_and_cut(tmp_path, missing=7, cut=5)
+    with caplog.at_level(logging.WARNING, logger="fluxflow.data"):
+        ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16))
+        drain(ds)
+    warned = [r.getMessage() for r in caplog.records if "skipping bad sample" in r.getMessage()]
+    named = [w.removeprefix("skipping bad sample ").split(" (")[0] for w in warned]
+    assert named == [f"gone{i}.png" for i in range(3)] + [f"cut{i}.png" for i in range(3)]
+    assert "further missing skips are counted quietly" in warned[2]
+    assert "further truncated skips are counted quietly" in warned[5]
+    assert ds.skips.summary() == (
+        "skipped 12 of 18 samples named: 7 missing, 5 truncated; "
+        "missing: gone0.png (line 7), gone1.png (line 8), gone2.png (line 9) and 4 more; "
+        "truncated: cut0.png (line 14), cut1.png (line 15), cut2.png (line 16) and 2 more")
+
+
+def test_files_that_fail_to_decode_in_workers_are_named(tmp_path):
+    captions = folder_with_missing_and_cut(tmp_path, missing=7, cut=5)
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16))
+    list(make_dataloader(ds, batch_size=4, workers=2, shuffle=False, collate_fn=list))
+    names = ds.skips.first_names()
+    assert len(names["truncated"]) == 3 and all(n.startswith("cut") for n in names["truncated"])
+    assert ds.skips.summary().endswith(" and 2 more")

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
-from data_helpers import bad_files, encoded, noise_image
+from data_helpers import bad_files, encoded, noise_image, write_folder
 from PIL import Image
 
-from fluxflow.training.data import BadSample, ImageTransform, convert_channels, image_file_problem, open_image
+from fluxflow.training.data import (
+    BadSample,
+    DataConfig,
+    ImageTransform,
+    build_dataset,
+    check_image,
+    convert_channels,
+    image_file_problem,
+    open_image,
+)
+from fluxflow.training.data.images import read_size
 from fluxflow.training.data.transforms import crop_box, to_tensor
 
 
@@ -114,6 +126,42 @@ def test_bomb_limit_is_checked_from_the_header_before_decoding(tmp_path):
         open_image(path, "big.png", 50_000)
     assert err.value.kind == "bomb"
     assert open_image(path, "big.png", 60_000).size == (300, 200)
+
+
+def test_raised_max_image_pixels_admits_images_past_pils_own_limit(tmp_path, monkeypatch):
+    """PIL refuses anything over twice its own limit whatever our flag says; a raised --max_image_pixels must
+    still admit it (PIL's limit lowered to 1000 here: it refuses this 2,500-pixel image on its own)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = encoded(noise_image(50, 50))
+    (tmp_path / "big.png").write_bytes(data)
+    for source in (data, tmp_path / "big.png"):
+        assert open_image(source, "big.png", max_pixels=5000).size == (50, 50)
+        check_image(source, "big.png", 5000, channels=3)
+        assert read_size(source, 5000) == (50, 50)
+        with pytest.raises(BadSample, match="2500 pixels > max_image_pixels=1000") as err:
+            open_image(source, "big.png", max_pixels=1000)
+        assert err.value.kind == "bomb"
+        with pytest.raises(BadSample, match=r"50x50 pixels > max_image_pixels=2400"):  # ours, past PIL's
+            open_image(source, "big.png", max_pixels=2400)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # PIL's limit is back
+
+
+def test_pils_limit_is_restored_after_concurrent_reads(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big, small = encoded(noise_image(50, 50)), encoded(noise_image(20, 20))
+    with ThreadPoolExecutor(8) as pool:
+        sizes = list(pool.map(lambda d: open_image(d, "x.png", 5000).size, [big, small] * 32))
+    assert sizes == [(50, 50), (20, 20)] * 32
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_a_raised_max_image_pixels_reaches_the_data_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    captions = write_folder(tmp_path, n=2, size=50)  # 50x50 and 58x50
+    ds = build_dataset(DataConfig(data_path=str(tmp_path), captions_file=str(captions), img_size=16,
+                                  max_image_pixels=5000, aspect_buckets=True, bucket_step=8))
+    assert [ds.buckets[b] for b in ds.bucket_of] == [(16, 16), (16, 16)]
+    assert len([ds[i] for i in range(2)]) == 2 and ds.skips.total() == 0
 
 
 def test_missing_file(tmp_path):

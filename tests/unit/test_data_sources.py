@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from data_helpers import noise_image, write_folder, write_imagefolder, write_parquet_repo
@@ -50,6 +52,43 @@ def test_captions_file_not_utf8(tmp_path):
     f.write_bytes(b"a.png\tcaf\xe9\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_captions_file(f)
+
+
+@pytest.mark.parametrize("encoding, said", [
+    ("utf-16", "UTF-16 (little-endian, with a byte-order mark)"),  # what Windows Notepad writes as "Unicode"
+    ("utf-16-le", "UTF-16 (little-endian, without a byte-order mark)"),
+    ("utf-16-be", "UTF-16 (big-endian, without a byte-order mark)"),
+    ("utf-32", "UTF-32 (little-endian, with a byte-order mark)"),
+])
+def test_captions_file_in_utf16_is_one_clear_error_up_front(tmp_path, encoding, said):
+    """Not "none of 2 images exists" (its NUL bytes decode as UTF-8) nor one bad sample per line: one error
+    naming the file, its encoding and how to convert it, from validate() before any model is built."""
+    write_folder(tmp_path, n=2, size=24)
+    f = tmp_path / "c.txt"
+    f.write_text("img0.png\tcaption 0\nimg1.png\tcaption 1\n", encoding=encoding)
+    cfg = DataConfig(data_path=str(tmp_path), captions_file=str(f), img_size=16)
+    want = (f"--captions_file '{f}' is not UTF-8: it is {said}; convert it, e.g. "
+            f"iconv -f {said.split()[0]} -t UTF-8 '{f}' > captions-utf8.txt")
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert err.value.problems == [want]
+    with pytest.raises(ConfigError) as err:
+        build_dataset(cfg)
+    assert str(err.value) == want
+
+
+def test_a_nul_byte_in_one_utf8_line_is_not_taken_for_utf16(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_bytes(b"nul\0byte.png\ta NUL in the name\r\nimg0.png\tcaption 0\r\n")
+    DataConfig(data_path=str(tmp_path), captions_file=str(f)).validate()
+    assert [cl.file_name for cl in read_captions_file(f)] == ["nul\0byte.png", "img0.png"]
+
+
+def test_seed_help_says_what_happens_without_a_seed():
+    """The trainer draws a random seed when none is given; the help must not promise 0."""
+    help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(DataConfig)}["seed"]
+    assert "None: 0" not in help_text
+    assert "random seed is drawn, logged and saved in logs/train_config.json" in help_text
 
 
 def test_folder_source_yields_tensors_and_captions(tmp_path):

@@ -10,29 +10,44 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one training job: 0 when done; 2, after a one-line error on stderr, for a bad flag or file.
+    """Run one training job: 0 when done or stopped by SIGTERM/SIGINT (with a checkpoint); 2, after a one-line
+    error on stderr, for a bad flag or file; 1 when a started run cannot go on; 130 for a second Ctrl+C.
 
-    The whole config is validated before the trainer (models, Accelerate) is even imported, so a mistake
-    costs seconds, not a model build.
-    """
+    The stop signals are caught from the first line (before torch is imported) to the last; the whole config is
+    validated before the trainer (models, Accelerate) is even imported, so a mistake costs seconds."""
+    from ..training.signals import StopSignal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    with StopSignal() as stop:
+        try:
+            return _train(argv, stop)
+        except KeyboardInterrupt:
+            print("fluxflow-train: interrupted; the last checkpoint on disk is kept: continue with the same command "
+                  "plus --resume_from_checkpoint latest", file=sys.stderr)
+            return 130
+
+
+def _train(argv, stop) -> int:
     from ..training.arguments import load_config
     from ..training.checkpoint import CheckpointError
     from ..training.data import DataError
     from ..training.errors import ConfigError
     from ..training.guards import NonFiniteError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
     try:
         cfg, optim_config = load_config(argv)
     except SystemExit as exit:  # argparse printed the help (0) or its usage error naming the flag (2)
         return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 2
     except ConfigError as err:
         return _error(err)
+    if stop.received:
+        print(f"fluxflow-train: {stop.name}: stopped before anything was built; nothing to save", file=sys.stderr)
+        return 0
     try:
         from ..training.trainer import train
 
-        train(cfg, optim_config)
+        train(cfg, optim_config, stop)
     except (ConfigError, DataError) as err:
         return _error(err)
     except (NonFiniteError, CheckpointError) as err:  # the run started; the last checkpoint on disk is kept

@@ -15,6 +15,7 @@ Writes go to a temporary name, are fsynced and renamed, so a reader never sees h
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
-from ..atomic import atomic_path
+from ..atomic import LIBRARY_WRITE_ERRORS, as_disk_full, atomic_path, size_on_disk
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
 
 MODEL_CLASSES = {cls.__name__: cls for cls in (FluxFlowVAE, FluxFlowTransformer, FluxFlowTextEncoder, PatchDiscriminator)}
@@ -65,8 +66,21 @@ def save_single_file(path: str | os.PathLike, models: dict, scheduler=None, toke
     if extra:
         metadata["fluxflow_extra"] = json.dumps(extra)
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+        _save_file(tensors, tmp, metadata, path)
     return path
+
+
+def _save_file(tensors: dict, tmp: Path, metadata: dict, path: Path) -> None:
+    """``save_file`` into ``tmp``; a full disk, which safetensors reports without its errno ("iostream error"), is
+    raised as ``OSError(ENOSPC)`` naming ``path`` (judged while the partial file still takes its space)."""
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+    except LIBRARY_WRITE_ERRORS as err:
+        needed = sum(t.numel() * t.element_size() for t in tensors.values()) - size_on_disk(tmp)
+        full = as_disk_full(err, path, needed)
+        if full:
+            raise full from err
+        raise
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -12,11 +12,13 @@ import importlib.util
 import logging
 import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..models.layers import ACTIVATIONS
 from ..models.presets import PRESETS
+from .checkpoint_check import checkpoint_problems, checkpoint_sizes
 from .data import DataConfig, image_file_problem
 from .errors import ConfigError
 from .optim import DEFAULT_LR, OptimSchedConfig, load_optim_sched_config
@@ -217,15 +219,20 @@ class TrainConfig(DataConfig):
 
     def _size_problems(self) -> list[str]:
         """Image sides the models take: multiples of the VAE's downsampling, times the flow's patch size when
-        the flow trains (else the first batch fails inside a model)."""
-        if self.model_checkpoint or self.model_preset not in PRESETS \
-                or self.flow_patch_size not in (None, 1, 2):
-            return []  # a checkpoint's models decide; a bad preset or patch size is named elsewhere
+        the flow trains (else the first batch fails inside a model). The sizes come from the
+        ``--model_checkpoint``'s models where it has them, else from the preset and the size flags."""
+        if self.model_preset not in PRESETS or self.flow_patch_size not in (None, 1, 2):
+            return []  # a bad preset or patch size is named elsewhere
         from ..models.presets import preset_config
 
+        down = patch = None
+        if self.model_checkpoint:
+            if checkpoint_problems(self.model_checkpoint):
+                return []  # named by _file_problems
+            down, patch = checkpoint_sizes(self.model_checkpoint)
         stages = self.vae_block_out_channels or preset_config(self.model_preset, "vae")["block_out_channels"]
-        down = 2 ** (len(stages) - 1)
-        patch = self.flow_patch_size or preset_config(self.model_preset, "transformer")["patch_size"]
+        down = down or 2 ** (len(stages) - 1)
+        patch = patch or self.flow_patch_size or preset_config(self.model_preset, "transformer")["patch_size"]
         patch = patch if self.trains_flow else 1
         why = f"the VAE downsamples {down}x" + (f", the flow processor takes {patch}x{patch} patches"
                                                  if patch > 1 else "")
@@ -240,7 +247,7 @@ class TrainConfig(DataConfig):
     def _file_problems(self) -> list[str]:
         p = [f"--test_image_address {problem}" for path in self.test_image_address
              if (problem := image_file_problem(path, self.max_image_pixels, self.channels))]
-        p += self._checkpoint_problems()
+        p += checkpoint_problems(self.model_checkpoint) if self.model_checkpoint else []
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
             p.append(f"--resume_from_checkpoint must be 'latest' or a state/checkpoint-* folder, got {resume!r}")
@@ -251,32 +258,10 @@ class TrainConfig(DataConfig):
             p.append(f"--report_to {self.report_to} needs the {self.report_to!r} package: pip install {self.report_to}")
         return p + self._output_problems()
 
-    def _checkpoint_problems(self) -> list[str]:
-        """``--model_checkpoint``: a fluxflow ``.safetensors`` file (its header is read, not its tensors) or a
-        pipeline / model folder, as ``load_checkpoint_models`` takes them."""
-        path = self.model_checkpoint
-        if not path:
-            return []
-        if not os.path.exists(path):
-            return [f"--model_checkpoint {path!r} does not exist"]
-        if os.path.isdir(path):
-            if not (Path(path, "vae", "config.json").is_file() or Path(path, "config.json").is_file()):
-                return [f"--model_checkpoint {path!r} is a folder without vae/config.json or config.json: "
-                        f"give a checkpoint.safetensors, a pipeline folder or a vae/ folder"]
-            return []
-        from ..pipelines.single_file import read_metadata
-
-        try:
-            read_metadata(path)
-        except Exception as err:  # safetensors raises its own error type for a file that is not safetensors
-            return [f"--model_checkpoint {path!r} is not a fluxflow checkpoint.safetensors "
-                    f"({' '.join(str(err).split()) or type(err).__name__})"]
-        return []
-
     def _output_problems(self) -> list[str]:
         """``--output_path`` must be a folder, or creatable in the nearest existing folder above it."""
         out = Path(self.output_path)
-        existing = next((d for d in (out, *out.parents) if d.exists()), None)
+        existing = next((d for d in (out, *out.parents) if _exists(d)), None)
         if existing is None:
             return []
         if existing == out and not out.is_dir():
@@ -285,5 +270,21 @@ class TrainConfig(DataConfig):
             return [f"--output_path {self.output_path!r} cannot be created: {str(existing)!r} is a file"]
         if not os.access(existing, os.W_OK | os.X_OK):
             return [f"--output_path {self.output_path!r} is not writable ({existing} is read-only)"]
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+        too_long = [part for part in out.relative_to(existing).parts if len(os.fsencode(part)) > longest]
+        if too_long:
+            return [f"--output_path {self.output_path!r} cannot be created: {too_long[0][:40]!r}... is longer than "
+                    f"the {longest} bytes a name may have here"]
+        try:  # root passes os.access everywhere: only a real try shows a read-only file system
+            os.rmdir(tempfile.mkdtemp(prefix=".fluxflow-check-", dir=existing))
+        except OSError as err:
+            return [f"--output_path {self.output_path!r} cannot be created in {existing}: {err.strerror}"]
         return []
 
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, false for a name the file system refuses (too long, ...) instead of raising."""
+    try:
+        return path.exists()
+    except OSError:
+        return False

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from ..atomic import atomic_path, replace_folder
+from ..atomic import atomic_path
 from ..pipelines import FluxFlowPipeline
+from .checkpoint import save_folder
 
 MODEL_CARD = """---
 library_name: diffusers
@@ -95,10 +96,11 @@ def save_flow_samples(pipe: FluxFlowPipeline, captions: list[str], sizes: list[i
 
 
 def export_pipeline(pipe: FluxFlowPipeline, folder: str | Path, card: dict) -> Path:
-    """``pipe.save_pretrained`` into ``folder`` with a model card, atomically."""
+    """``pipe.save_pretrained`` into ``folder`` with a model card, atomically (a full disk is a
+    ``CheckpointError``, the previous folder kept)."""
 
     def write(tmp: Path) -> None:
         pipe.save_pretrained(tmp)
         (tmp / "README.md").write_text(MODEL_CARD.format(**card), encoding="utf-8")
 
-    return replace_folder(folder, write)
+    return save_folder(folder, write)

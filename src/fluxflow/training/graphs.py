@@ -6,10 +6,9 @@ directly, so plotting never changes the pyplot backend of the process that calls
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from fluxflow.atomic import atomic_path
 from fluxflow.training.metrics import read_metrics
 
 Series = dict[str, tuple[list[int], list[float]]]
@@ -96,16 +95,9 @@ def _draw(ax, name: str, series: Series) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    """Write ``fig`` as PNG atomically: temporary file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a graph is as readable as the logs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``fig`` as PNG atomically (``fluxflow.atomic``: its leftovers are cleaned, its mode follows the umask)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:

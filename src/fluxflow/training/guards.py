@@ -1,4 +1,4 @@
-"""What may skip an optimizer step or end a run early: a non-finite loss or gradient, a stop signal.
+"""What may skip an optimizer step or end a run early: a non-finite loss or gradient.
 
 Every process takes the same decision: the flags are summed across processes once per optimizer step.
 """
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 
 import torch
 
@@ -17,39 +15,6 @@ logger = logging.getLogger("fluxflow.train")
 
 class NonFiniteError(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient, or weights became non-finite."""
-
-
-class StopSignal:
-    """SIGTERM/SIGINT ask the run to finish its current step, save a checkpoint and exit 0.
-
-    A second SIGINT (Ctrl+C twice) interrupts at once. Handlers are installed only in the main thread and
-    restored on exit.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-        logger.warning("%s received: finishing this step, then saving a checkpoint", signal.Signals(signum).name)
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received else "a stop request"
 
 
 def step_is_finite(logs: dict, grads: bool = True) -> bool:

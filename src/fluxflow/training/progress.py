@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import torch
 
 
 class TrainProgress:
-    """Optimizer steps done, the epoch and the micro-batches read in it, skipped-step counters, and the
-    training noise generator.
+    """Optimizer steps done, the epoch and the micro-batches read in it, skipped-step counters, the metrics
+    window not yet logged, the VAE's measured latent statistics, and the training noise generator.
 
     The noise (VAE sampling, caption dropout, flow noise and noise levels) is reseeded at the start of every
     optimizer step from ``(seed, process index, step)``: a run resumed at step N draws exactly the noise an
@@ -22,6 +24,8 @@ class TrainProgress:
         self.batches_in_epoch = 0
         self.skipped_steps = 0       # optimizer steps skipped for a non-finite loss or gradient, in all
         self.nonfinite_in_a_row = 0
+        self.window: defaultdict[str, float] = defaultdict(float)  # sums since the last log line
+        self.latent_statistics: dict | None = None  # {"step", "shift", "scale"} measured at the end of a VAE run
         self.noise = torch.Generator(device=device)
         self.start_step()
 
@@ -32,7 +36,8 @@ class TrainProgress:
 
     def state_dict(self) -> dict:
         return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
-                "skipped_steps": self.skipped_steps, "nonfinite_in_a_row": self.nonfinite_in_a_row}
+                "skipped_steps": self.skipped_steps, "nonfinite_in_a_row": self.nonfinite_in_a_row,
+                "window": dict(self.window), "latent_statistics": self.latent_statistics}
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = int(state["global_step"])
@@ -40,4 +45,6 @@ class TrainProgress:
         self.batches_in_epoch = int(state["batches_in_epoch"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
+        self.window = defaultdict(float, state.get("window", {}))
+        self.latent_statistics = state.get("latent_statistics")
         self.start_step()

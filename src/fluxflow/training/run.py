@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broa
 from ..atomic import write_text_atomically
 from ..pipelines import tokenize_prompts
 from .checkpoint import (check_free_space, load_state, remove_leftovers, resolve_resume, save_model_folder, save_state,
-                         save_weights, set_aside_earlier_state)
+                         save_weights)
 from .components import Components, build_components
 from .config import TrainConfig
 from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader, prepare_dataloader
+from .earlier_run import follow, set_aside_earlier_run
 from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_objective import FlowObjective, TextEmbeddingCache
@@ -84,10 +86,13 @@ class Run:
             progress.batches_in_epoch = 0
 
     # ---------------------------------------------------------------- what a run writes
-    def log(self, window: dict, seconds: float) -> None:
-        """Averages of the window, over its micro-batches and over all processes (every process calls this)."""
+    def log(self) -> None:
+        """Averages of the window since the last line (``progress.window``: saved with checkpoints, so a resumed
+        run averages over the same steps), over its micro-batches and over all processes (every process calls
+        this); the window starts again."""
         accelerator, cfg, progress = self.accelerator, self.cfg, self.progress
-        n = max(window.pop("micro_batches"), 1)
+        window, progress.window = progress.window, defaultdict(float)
+        n, seconds = max(window.pop("micro_batches", 0), 1), window.pop("seconds", 0.0)
         keys = sorted(window)
         means = torch.tensor([window[k] / n for k in keys], dtype=torch.float64, device=accelerator.device)
         if accelerator.num_processes > 1:
@@ -119,9 +124,11 @@ class Run:
         scheduler = sampling_scheduler(self.cfg.timestep_shift) if self.models.transformer is not None else None
         save_weights(accelerator, self.out, models, tokenizer=self.tokenizer, scheduler=scheduler,
                      extra={"global_step": step})
-        save_state(accelerator, self.out, step, self.state, self.cfg.checkpoints_total_limit)
+        folder = save_state(accelerator, self.out, step, self.state, self.cfg.checkpoints_total_limit)
         if accelerator.is_main_process:
             save_lrs(self.out / LR_FILE, self.optim)
+            logger.info("step %d: checkpoint saved (%s, %s)", step, folder.relative_to(self.out),
+                        "checkpoint.safetensors")
             if self.cfg.plot_graphs and (self.out / "logs" / "metrics.jsonl").exists():
                 from .graphs import plot_metrics
 
@@ -197,10 +204,13 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     cfg.seed = _shared_seed(accelerator, cfg.seed)
     set_seed(cfg.seed)
     resume = resolve_resume(out, cfg.resume_from_checkpoint)
+    aside = [None]
     if accelerator.is_main_process:
         remove_leftovers(out)
         if resume is None:
-            set_aside_earlier_state(out, continuing=bool(cfg.model_checkpoint or cfg.preserve_lr))
+            aside = [set_aside_earlier_run(out, continuing=bool(cfg.model_checkpoint or cfg.preserve_lr))]
+    broadcast_object_list(aside)  # every process reads the moved --model_checkpoint and lr_sav.json
+    cfg.model_checkpoint = follow(cfg.model_checkpoint, out, aside[0])
 
     models = build_components(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
@@ -212,7 +222,7 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     test_images = [] if cfg.no_samples or not cfg.trains_vae else pick_test_images(cfg, dataset)
     loader = prepare_dataloader(accelerator, loader)
     total_steps = _run_length(cfg, loader)
-    optim = _optimizers(accelerator, cfg, optim_config, models, total_steps)
+    optim = _optimizers(accelerator, cfg, optim_config, models, total_steps, lr_file=(aside[0] or out) / LR_FILE)
     models.prepare(accelerator, use_ema=cfg.use_ema, ema_decay=cfg.ema_decay)
     for part in optim.values():
         part.optimizer = accelerator.prepare(part.optimizer)
@@ -256,17 +266,20 @@ def _check_launch(accelerator, cfg: TrainConfig) -> None:
                        "this run is fp32")
 
 
-def _optimizers(accelerator, cfg: TrainConfig, optim_config, models: Components, total_steps: int) -> OptimSchedSet:
-    """One optimizer and scheduler per trained component; ``--preserve_lr`` and ``--scale_lr`` set where each
-    schedule starts. Config entries that this run does not use are named in the log."""
+def _optimizers(accelerator, cfg: TrainConfig, optim_config, models: Components, total_steps: int,
+                lr_file: Path) -> OptimSchedSet:
+    """One optimizer and scheduler per trained component; ``--preserve_lr`` (the LRs in ``lr_file``) and
+    ``--scale_lr`` set where each schedule starts. Config entries that this run does not use are named in the log."""
     initial_lrs = None
     if cfg.preserve_lr:
-        saved = Path(cfg.output_path) / LR_FILE
-        if saved.exists():
-            initial_lrs = load_lrs(saved)
+        if lr_file.exists():
+            initial_lrs = load_lrs(lr_file)
         else:
             logger.warning("--preserve_lr: no %s to start from; the learning rates come from the config (--lr %g)",
-                           saved, cfg.lr)
+                           Path(cfg.output_path) / LR_FILE, cfg.lr)
+        if not cfg.model_checkpoint:
+            logger.warning("--preserve_lr without --model_checkpoint: the learning rates continue, the weights start "
+                           "new; give --model_checkpoint to continue from a run's weights")
     effective_batch = cfg.batch_size * accelerator.num_processes * cfg.training_steps
     logger.info("effective batch %d = %d per process x %d processes x %d accumulation; %d optimizer steps",
                 effective_batch, cfg.batch_size, accelerator.num_processes, cfg.training_steps, total_steps)

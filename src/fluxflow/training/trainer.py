@@ -8,10 +8,12 @@ steps (``global_step``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
 import time
-from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -19,10 +21,13 @@ from tqdm.auto import tqdm
 
 from .checkpoint import resolve_resume
 from .config import TrainConfig
+from .data.config import FOLDER_BUILDERS
 from .errors import ConfigError
-from .guards import NonFiniteError, StopSignal, agree, step_is_finite
+from .guards import NonFiniteError, agree, step_is_finite
+from .logs import readable_logs
 from .optim import OptimSchedConfig
 from .run import Run, setup_run
+from .signals import StopSignal
 
 logger = logging.getLogger("fluxflow.train")
 
@@ -31,18 +36,21 @@ OWN_LOSS = {"vae": "loss/vae", "vae_encoder": "loss/vae", "vae_decoder": "loss/v
             "discriminator": "loss/discriminator", "flow": "loss/flow", "text_encoder": "loss/flow"}
 
 
-def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) -> Path:
+def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None, stop: StopSignal | None = None) -> Path:
     """Run one training job (``cfg`` validated, as ``arguments.load_config`` returns it); returns the output
-    folder. SIGTERM/SIGINT finish the step in progress, save a checkpoint and return."""
-    run = setup_run(cfg, optim_config)
-    accelerator, progress = run.accelerator, run.progress
-    if not run.resumed:
-        run.save_samples()
-    batches = run.batches()
-    bar = tqdm(total=run.total_steps, initial=progress.global_step, desc="training",
-               disable=not accelerator.is_local_main_process)
-    window, started, stopping = defaultdict(float), time.perf_counter(), False
-    with StopSignal() as stop:
+    folder. SIGTERM/SIGINT (``stop``, installed here unless the caller installed it earlier) finish what is in
+    progress, save a checkpoint and return, at any point from the start-up to the last export."""
+    with nullcontext(stop) if stop is not None else StopSignal() as stop, \
+            readable_logs(os.environ.get("RANK", "0") == "0", local_data=_local_data(cfg)):
+        run = setup_run(cfg, optim_config)
+        accelerator, progress, first_step = run.accelerator, run.progress, run.progress.global_step
+        stopping = agree(accelerator, stop.received is not None)[0]
+        if not run.resumed and not stopping:
+            run.save_samples()
+        batches = run.batches()
+        bar = tqdm(total=run.total_steps, initial=progress.global_step, desc="training",
+                   disable=not accelerator.is_local_main_process)
+        last = time.perf_counter()
         while progress.global_step < run.total_steps and not stopping:
             with accelerator.accumulate(*run.models.with_gradients().values()):
                 logs = _micro_step(run, next(batches))
@@ -53,27 +61,30 @@ def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) -> Pat
                                                 stop.received is not None)
                     stepped = _optimizer_step(run.optim, logs, skip=nonfinite)
             for key, value in logs.items():
-                window[key] += float(value)
-            window["micro_batches"] += 1
+                progress.window[key] += float(value)
+            progress.window["micro_batches"] += 1
             if synced:
                 _end_step(run, logs, nonfinite=nonfinite, stepped=stepped)
+                progress.window["seconds"] += time.perf_counter() - last
+                last = time.perf_counter()
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(logs.get('loss/vae', logs.get('loss/flow', 0.0))):.4f}",
                                 lr=f"{next(iter(run.optim.lrs().values())):.2e}")
-                if progress.global_step % cfg.log_interval == 0 or progress.global_step == run.total_steps or stopping:
-                    run.log(window, time.perf_counter() - started)
-                    window, started = defaultdict(float), time.perf_counter()
+                if progress.global_step % cfg.log_interval == 0 or progress.global_step == run.total_steps:
+                    run.log()
                 if not stopping:
                     _periodic_outputs(run)
-    bar.close()
-    if stopping:  # preempted or interrupted: save now, skip the end-of-run exports
-        run.checkpoint()
-        accelerator.end_training()
-        logger.warning("%s: stopped after step %d with a checkpoint; continue with the same command plus "
-                       "--resume_from_checkpoint latest", stop.name, progress.global_step)
-    else:
-        _finish(run)
+        bar.close()
+        if stopping:  # preempted or interrupted: save now, skip the end-of-run exports
+            _stop(run, stop.name, saved=progress.global_step > first_step)
+        else:
+            _finish(run, stop)
     return run.out
+
+
+def _local_data(cfg: TrainConfig) -> bool:
+    """Whether the data is read from this machine (no download bar wanted)."""
+    return cfg.source != "datasets" or cfg.dataset_name in FOLDER_BUILDERS or Path(cfg.dataset_name).exists()
 
 
 def _micro_step(run: Run, batch: dict) -> dict:
@@ -166,20 +177,39 @@ def _periodic_outputs(run: Run) -> None:
         run.save_samples()
 
 
-def _finish(run: Run) -> None:
-    """A sync check, latent statistics, final checkpoint, exported models, last samples."""
-    accelerator, cfg = run.accelerator, run.cfg
+def _stop(run: Run, signal_name: str, saved: bool) -> None:
+    """Stopped by a signal: a checkpoint of the steps done since the start (if any), and how to go on."""
+    step = run.progress.global_step
+    if saved:
+        run.checkpoint()
+    run.accelerator.end_training()
+    if saved or run.resumed:
+        logger.warning("%s: stopped after step %d with a checkpoint; continue with the same command plus "
+                       "--resume_from_checkpoint latest", signal_name, step)
+    else:
+        logger.warning("%s: stopped before the first step; nothing to save, run the same command to start", signal_name)
+
+
+def _finish(run: Run, stop: StopSignal) -> None:
+    """A sync check, latent statistics, final checkpoint, exported models, last samples. A stop signal on the
+    way ends it after the part in progress: the final checkpoint comes first, so nothing trained is lost."""
+    accelerator, cfg, step = run.accelerator, run.cfg, run.progress.global_step
     _check_parameters_in_sync(run)
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(run)
     run.checkpoint()
-    run.export()
-    run.save_samples()
+    for part in (run.export, run.save_samples):
+        if agree(accelerator, stop.received is not None)[0]:
+            logger.warning("%s: stopped after the final checkpoint of step %d; the same command plus "
+                           "--resume_from_checkpoint latest writes vae/, pipeline/ and the last samples", stop.name,
+                           step)
+            break
+        part()
     accelerator.end_training()
     skips = getattr(run.dataset, "skips", None)
     if skips is not None and skips.total():
-        logger.warning("data: %s", skips.summary(len(run.dataset) if hasattr(run.dataset, "__len__") else None))
-    logger.info("training done at step %d; outputs in %s", run.progress.global_step, run.out)
+        logger.warning("data: %s", skips.summary())
+    logger.info("training done at step %d; outputs in %s", step, run.out)
 
 
 @torch.no_grad()
@@ -199,21 +229,31 @@ def _check_parameters_in_sync(run: Run) -> None:
 
 @torch.no_grad()
 def _store_latent_statistics(run: Run, batches: int = 8) -> None:
-    """Measure the latents' mean and standard deviation on training batches and store them as the VAE's
-    ``shift_factor`` and ``scaling_factor`` (``(z - shift) * scale`` then has zero mean, unit variance)."""
-    accelerator, model = run.accelerator, run.models.unwrapped("vae")
-    was_training = model.training
-    model.eval()
-    latents = []
-    for i, batch in enumerate(run.loader):
-        if i >= batches:
-            break
-        z = model.encode(batch["pixel_values"]).latent_dist.sample(generator=run.progress.noise)
-        latents.append(accelerator.gather(z.float().contiguous()))
-    model.train(was_training)
-    if not latents:
-        return
-    z = torch.cat(latents)
-    shift, std = z.mean().item(), z.std().item()
-    model.register_to_config(shift_factor=shift, scaling_factor=1.0 / max(std, 1e-6))
-    logger.info("latent statistics: shift_factor %.4f, scaling_factor %.4f", shift, 1.0 / max(std, 1e-6))
+    """The latents' mean and standard deviation on training batches, stored as the VAE's ``shift_factor`` and
+    ``scaling_factor`` (``(z - shift) * scale`` then has zero mean, unit variance). Measured once per final
+    step and kept in the run's state: a run resumed after its final save exports the same values. Sums in
+    float64 over any batch shapes (aspect buckets) and processes."""
+    accelerator, model, progress = run.accelerator, run.models.unwrapped("vae"), run.progress
+    saved = progress.latent_statistics
+    if saved is None or saved["step"] != progress.global_step:
+        was_training = model.training
+        model.eval()
+        latents = [model.encode(batch["pixel_values"]).latent_dist.sample(generator=progress.noise).double().flatten()
+                   for batch in itertools.islice(run.loader, batches)]
+        model.train(was_training)
+        if not latents:
+            return
+        count, total = _summed(accelerator, sum(z.numel() for z in latents), sum(z.sum() for z in latents))
+        mean = total / count
+        (squares,) = _summed(accelerator, sum(((z - mean) ** 2).sum() for z in latents))
+        std = math.sqrt(squares / max(count - 1, 1))
+        saved = progress.latent_statistics = {"step": progress.global_step, "shift": mean,
+                                              "scale": 1.0 / max(std, 1e-6)}
+    model.register_to_config(shift_factor=saved["shift"], scaling_factor=saved["scale"])
+    logger.info("latent statistics: shift_factor %.4f, scaling_factor %.4f", saved["shift"], saved["scale"])
+
+
+def _summed(accelerator, *values) -> list[float]:
+    """Each value summed over all processes (float64)."""
+    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
+    return (accelerator.reduce(local, "sum") if accelerator.num_processes > 1 else local).tolist()

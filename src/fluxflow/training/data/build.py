@@ -58,7 +58,7 @@ def build_dataset(config: DataConfig, *, process_index: int = 0,
         buckets = bucket_sizes(config.img_size, config.bucket_step)
         dataset.use_buckets(buckets, lambda w, h: nearest_bucket(w, h, buckets))
     if skips.total():
-        logger.warning("data: %s", skips.summary(records.n_named))
+        logger.warning("data: %s", skips.summary())
     logger.info("data: %d samples from %s, %d px, %d channels", len(dataset), config.source, config.img_size,
                 config.channels)
     return dataset

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from fluxflow.training.data.folder import encoding_problem
 from fluxflow.training.errors import ConfigError
 from fluxflow.training.schema import Field, flag
 
@@ -54,7 +55,8 @@ class DataConfig:
                                   "skipping and counting")
     max_image_pixels: int = flag(Image.MAX_IMAGE_PIXELS, "Images with more pixels are skipped as decompression "
                                                        "bombs (read from the header, never decoded)")
-    seed: int | None = flag(None, "Seed for the sample subset, crops, flips and shuffling (None: 0)")
+    seed: int | None = flag(None, "Seed for model init, noise, the sample subset, crops, flips and shuffling "
+                                "(not given: a random seed is drawn, logged and saved in logs/train_config.json)")
 
     @property
     def source(self) -> str:
@@ -85,6 +87,8 @@ class DataConfig:
             p.append("--captions_file needs --data_path (the folder its file names are relative to)")
         if self.captions_file and not os.path.isfile(self.captions_file):
             p.append(f"--captions_file {self.captions_file!r} is not a file")
+        elif self.captions_file and (wide := encoding_problem(self.captions_file)):
+            p.append(wide)
         if self.data_path and not os.path.isdir(self.data_path):
             p.append(f"--data_path {self.data_path!r} is not a folder")
         elif self.source == "imagefolder" and not _has_metadata(self.data_path):

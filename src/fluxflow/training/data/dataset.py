@@ -85,6 +85,8 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         self.buckets: list[tuple[int, int]] | None = None  # set by use_buckets()
         self.bucket_of: list[int] | None = None
         skips.track(len(records))
+        if skips.n_named is None:  # records that do not say it themselves (the sources do)
+            skips.n_named = getattr(records, "n_named", len(records))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -114,7 +116,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
                     raise DataError(f"--strict_data: {bad}") from None
                 self.skips.record(bad, j)
         raise DataError(f"no readable sample in the {min(n, MAX_SUBSTITUTES)} records from index {index}; "
-                        f"{self.skips.summary(n)}")
+                        f"{self.skips.summary()}")
 
     def use_buckets(self, buckets: list[tuple[int, int]], assign) -> None:
         """Read every image header once and give each sample the bucket ``assign(width, height)`` returns."""
@@ -123,7 +125,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
             cell, _, name = self.records.raw(i)
             try:
                 source = image_source(cell, name)
-                w, h = source.size if isinstance(source, Image.Image) else read_size(source)
+                w, h = source.size if isinstance(source, Image.Image) else read_size(source, self.max_pixels)
                 out.append(assign(w, h))
             except Exception:  # noqa: BLE001 -- a bad header: the sample is skipped when read
                 out.append(assign(1, 1))

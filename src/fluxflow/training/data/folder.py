@@ -35,13 +35,18 @@ class CaptionLine:
 
 
 def read_captions_file(path: str | Path) -> list[CaptionLine]:
-    """Parse a captions file; a file that is not UTF-8 at all or has no TAB on any line fails with its name.
+    """Parse a captions file; a file that is not UTF-8 at all (UTF-16, say) or has no TAB on any line fails
+    with its name.
 
     A single line that is not UTF-8 comes back with ``problem`` set (its name decoded with replacement
     characters, for messages); when every line is like that, the file is simply not UTF-8.
     """
     path = Path(path)
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    data = path.read_bytes()
+    wide = encoding_problem(path, data)
+    if wide:
+        raise ConfigError(wide)
+    data = data.removeprefix(b"\xef\xbb\xbf")
     out: list[CaptionLine] = []
     first_error = None
     # bytes.splitlines() splits at LF, CR and CRLF only; str.splitlines() would also split a caption at
@@ -57,11 +62,58 @@ def read_captions_file(path: str | Path) -> list[CaptionLine]:
         name, tab, caption = line.partition("\t")
         out.append(CaptionLine(number, name.strip(), caption.strip() if tab else "", problem))
     if out and all(cl.problem for cl in out):
-        raise ConfigError(f"--captions_file {str(path)!r} is not UTF-8 text ({first_error})")
+        raise ConfigError(f"--captions_file {str(path)!r} is not UTF-8 text ({first_error}); convert it from its "
+                          f"encoding, e.g. iconv -f LATIN1 -t UTF-8 {str(path)!r} > captions-utf8.txt")
     if out and b"\t" not in data:
         raise ConfigError(f"--captions_file {str(path)!r}: no line has a TAB; expected "
                           f"'file_name<TAB>caption' per line (first line: {out[0].file_name!r})")
     return out
+
+
+def encoding_problem(path: str | Path, head: bytes | None = None) -> str | None:
+    """The error for a captions file in UTF-16 or UTF-32 (from its first bytes, ``head`` or read) or one that
+    cannot be read, or None.
+
+    For ``DataConfig.validate`` (before any model is built) and the reader itself.
+    """
+    if head is None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_SAMPLE)
+        except OSError as e:
+            return f"--captions_file {str(path)!r} cannot be read: {e}"
+    wide = wide_encoding(head)
+    if not wide:
+        return None
+    return (f"--captions_file {str(path)!r} is not UTF-8: it is {wide}; convert it, e.g. "
+            f"iconv -f {wide.split()[0]} -t UTF-8 {str(path)!r} > captions-utf8.txt")
+
+
+_SAMPLE = 1 << 16  # bytes looked at to tell UTF-16 without a byte-order mark
+
+
+def wide_encoding(data: bytes, sample: int = _SAMPLE) -> str:
+    """``"UTF-16 (little-endian, with a byte-order mark)"`` and the like when ``data`` is UTF-16 (or, with
+    its byte-order mark, UTF-32) text; else "".
+
+    UTF-8 decodes such a file without error (its NUL bytes are valid UTF-8), into names full of NULs that
+    are all "missing": it must be recognised up front. A byte-order mark says it outright (FF and FE never
+    occur in UTF-8); without one, text whose first ``sample`` bytes hold NULs and decode as UTF-16 into
+    text with a TAB or a line end and no NUL is UTF-16 (a stray NUL in a UTF-8 line is not).
+    """
+    boms = ((b"\xff\xfe\0\0", "UTF-32 (little"), (b"\0\0\xfe\xff", "UTF-32 (big"),
+            (b"\xff\xfe", "UTF-16 (little"), (b"\xfe\xff", "UTF-16 (big"))
+    for bom, what in boms:
+        if data.startswith(bom):
+            return f"{what}-endian, with a byte-order mark)"
+    head = data[:min(len(data), sample) // 2 * 2]
+    if b"\0" not in head:
+        return ""
+    for codec, order in (("utf-16-le", "little"), ("utf-16-be", "big")):
+        text = head.decode(codec, "replace")
+        if "\0" not in text and ("\t" in text or "\n" in text) and text.count("\ufffd") <= 1:
+            return f"UTF-16 ({order}-endian, without a byte-order mark)"
+    return ""
 
 
 class FolderRecords:
@@ -94,13 +146,13 @@ class FolderRecords:
                 f"--data_path {str(self.root)!r} (first: {lines[0].file_name!r}, line {lines[0].line})"
             )
         self.problems, self.n_named = problems, len(lines)
+        skips.n_named = self.n_named  # the tally's total: every line named, the ones left out included
         if strict and not self.lines:
             raise strict_error(problems, len(lines))
         for bad in [] if strict else problems:
             skips.record(bad)
         if not self.lines:
-            raise DataError(f"--captions_file {str(captions_file)!r}: no usable sample; "
-                            f"{skips.summary(len(lines))}")
+            raise DataError(f"--captions_file {str(captions_file)!r}: no usable sample; {skips.summary()}")
 
     def _check(self, cl: CaptionLine) -> BadSample | None:
         where = _where(cl)

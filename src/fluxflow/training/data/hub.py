@@ -150,7 +150,7 @@ class HFRecords:
             ds = ds.shuffle(seed=cfg.seed or 0).select(range(cfg.max_train_samples))
             ds = ds.flatten_indices()  # contiguous rows: faster random access than an indices mapping
         self.ds, self.image, self.caption = prepare_columns(ds, image, caption), image, caption
-        self.n_named = len(ds)
+        self.n_named = skips.n_named = len(ds)  # the tally's total: rows with an empty caption included
         if self.n_named == 0:
             raise DataError(f"{flag} split {cfg.dataset_split!r} is empty")
         captions = self.ds[caption]

@@ -11,7 +11,10 @@ import io
 import os
 import re
 import struct
+import threading
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -47,7 +50,6 @@ def open_image(source: str | os.PathLike | bytes, name: str, max_pixels: int,
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise BadSample("zero_byte", name)
-        fp = io.BytesIO(source)
     else:
         try:
             if os.path.getsize(source) == 0:
@@ -56,22 +58,8 @@ def open_image(source: str | os.PathLike | bytes, name: str, max_pixels: int,
             raise BadSample("missing", name) from None
         except OSError as e:
             raise BadSample("unreadable", name, str(e)) from None
-        fp = source
     try:
-        with warnings.catch_warnings():
-            # PIL warns between 1x and 2x its own limit and raises above 2x; we apply our own limit below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            # Closed on the way out, errors included: multi-frame formats (GIF, APNG, WebP, TIFF) keep their
-            # file open after load(); what we return is exif_transpose's copy.
-            with Image.open(fp) as im:
-                if im.width * im.height > max_pixels:
-                    raise BadSample("bomb", name,
-                                    f"{im.width}x{im.height} pixels > max_image_pixels={max_pixels}")
-                if draft_size and im.format == "JPEG":
-                    im.draft(im.mode, (draft_size, draft_size))
-                _no_truncated_loads()
-                im.load()
-                return ImageOps.exif_transpose(im)
+        return past_pil_limit(lambda fp: _decode(fp, name, max_pixels, draft_size), source, max_pixels)
     except BadSample:
         raise
     except Image.DecompressionBombError as e:  # over 2x PIL's own limit: its message, in our terms
@@ -83,6 +71,53 @@ def open_image(source: str | os.PathLike | bytes, name: str, max_pixels: int,
         detail = "" if isinstance(e, UnidentifiedImageError) else (
             str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}")
         raise BadSample(_failure_kind(source, e), name, detail) from None
+
+
+def _decode(fp, name: str, max_pixels: int, draft_size: int | None) -> Image.Image:
+    """``open_image``'s decode: the header's size checked against ``max_pixels`` before any pixel is read."""
+    with warnings.catch_warnings():
+        # PIL warns between 1x and 2x its own limit and raises above 2x; we apply our own limit below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Closed on the way out, errors included: multi-frame formats (GIF, APNG, WebP, TIFF) keep their
+        # file open after load(); what we return is exif_transpose's copy.
+        with Image.open(fp) as im:
+            if im.width * im.height > max_pixels:
+                raise BadSample("bomb", name, f"{im.width}x{im.height} pixels > max_image_pixels={max_pixels}")
+            if draft_size and im.format == "JPEG":
+                im.draft(im.mode, (draft_size, draft_size))
+            _no_truncated_loads()
+            im.load()
+            return ImageOps.exif_transpose(im)
+
+
+_T = TypeVar("_T")
+_PIL_LIMIT = threading.Lock()  # held while PIL's global limit is raised for one read
+
+
+def past_pil_limit(read: Callable[[object], _T], source: str | os.PathLike | bytes, max_pixels: int) -> _T:
+    """``read(fp)`` on ``source``; an image PIL refuses as a bomb (over twice ``Image.MAX_IMAGE_PIXELS``, PIL's
+    own check, whatever ours says) is read again with PIL's limit raised to ``max_pixels``, when that is more.
+
+    So a raised ``--max_image_pixels`` really admits larger images; our header check still guards bombs.
+    PIL's limit is a process-wide global: it is raised for that one read only, under a lock (concurrent
+    reads cannot leave it raised), and put back right after.
+    """
+    def fp():
+        return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+
+    try:
+        return read(fp())
+    except Image.DecompressionBombError as e:
+        refused = e
+    with _PIL_LIMIT:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and max_pixels <= 2 * limit:  # nothing PIL refuses is within max_pixels
+            raise refused
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return read(fp())
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def check_image(source: str | os.PathLike | bytes, name: str, max_pixels: int, channels: int,
@@ -200,15 +235,20 @@ def _no_truncated_loads() -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def read_size(source: str | os.PathLike | bytes) -> tuple[int, int]:
-    """``(width, height)`` from the header only (for buckets); an EXIF quarter turn swaps them."""
-    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(fp) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+def read_size(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` from the header only (for buckets); an EXIF quarter turn swaps them.
+
+    ``max_pixels`` above PIL's own limit lets larger images be measured too (as ``open_image`` reads them).
+    """
+    def size(fp) -> tuple[int, int]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                w, h = im.size
+                orientation = im.getexif().get(0x0112, 1)
+        return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+    return past_pil_limit(size, source, max_pixels or 0)
 
 
 def convert_channels(im: Image.Image, channels: int) -> Image.Image:

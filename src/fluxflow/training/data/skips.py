@@ -4,7 +4,7 @@ Workers are separate processes, so the tally lives in shared memory without lock
 multiprocessing context cannot travel to workers started in another): a map-style source writes the
 kind of each bad index into that index's own slot, so it is counted once however many epochs read it;
 other skips go to a row of counters owned by one process (the main one or a worker). The first few skips
-are logged with their names; ``summary()`` is the final tally.
+of each kind are logged and named; ``summary()`` is the final tally, out of every sample the source named.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from fluxflow.training.data.images import BAD_KINDS, BadSample
 logger = logging.getLogger("fluxflow.data")
 
 _ROWS = 65  # the main process and up to 64 workers each own a row (more workers share rows)
-_NAME_BYTES = 1024  # per row: room for the first few names in the final tally
+_SLOT_BYTES = 512  # per row and kind: room for the first few names of that kind
+_NAME_CHARS = 160  # a longer name is cut in the tally (the per-skip warning has it whole)
 
 
 class DataError(ValueError):
@@ -62,14 +63,19 @@ def _row() -> int:
 
 
 class SkipLog:
-    """Counts skipped samples by kind across processes; warns about the first ``warn_first`` of them."""
+    """Counts skipped samples by kind across processes; names the first ``warn_first`` of each kind.
 
-    def __init__(self, n_items: int | None = None, warn_first: int = 5) -> None:
-        self.warn_first = warn_first
-        self._counts = mp.RawArray(ctypes.c_longlong, _ROWS * len(BAD_KINDS))
-        self._names = mp.RawArray(ctypes.c_char, _ROWS * _NAME_BYTES)
+    ``n_named``: how many samples the source names (captions-file lines, rows), bad ones included, so the
+    tally reads "skipped 13 of 40 samples named"; None for a stream (its length is not known).
+    """
+
+    def __init__(self, n_items: int | None = None, warn_first: int = 3, n_named: int | None = None) -> None:
+        self.warn_first, self.n_named = warn_first, n_named
+        kinds = len(BAD_KINDS)
+        self._counts = mp.RawArray(ctypes.c_longlong, _ROWS * kinds)
+        self._noted = mp.RawArray(ctypes.c_longlong, _ROWS * kinds)  # record() calls per row and kind
+        self._names = mp.RawArray(ctypes.c_char, _ROWS * kinds * _SLOT_BYTES)
         self._marks = None
-        self._warned = 0  # per process
         if n_items:
             self.track(n_items)
 
@@ -78,7 +84,11 @@ class SkipLog:
         self._marks = mp.RawArray(ctypes.c_byte, n_items)
 
     def record(self, bad: BadSample, index: int | None = None) -> bool:
-        """Count ``bad`` (once per ``index`` when one is given); True when it was newly counted."""
+        """Count ``bad`` (once per ``index`` when one is given); True when it was newly counted.
+
+        The first ``warn_first`` skips of each kind are logged with their names, in every process together
+        (so files that fail to decode are named even after many missing ones).
+        """
         kind = BAD_KINDS.index(bad.kind)
         row = _row()
         if index is not None and self._marks is not None:
@@ -87,11 +97,11 @@ class SkipLog:
             self._marks[index] = kind + 1
         else:
             self._counts[row * len(BAD_KINDS) + kind] += 1
-        self._remember(row, bad.name)
-        self._warned += 1
-        if self._warned <= self.warn_first:
-            quiet = " (further skips are counted quietly; the tally comes at the end)"
-            logger.warning("skipping bad sample %s%s", bad, quiet if self._warned == self.warn_first else "")
+        seen = self._noted_of(kind)
+        self._remember(row, kind, bad.name)
+        if seen < self.warn_first:
+            quiet = f" (further {bad.kind} skips are counted quietly; the tally comes at the end)"
+            logger.warning("skipping bad sample %s%s", bad, quiet if seen + 1 == self.warn_first else "")
         return True
 
     def is_marked(self, index: int) -> bool:
@@ -109,45 +119,74 @@ class SkipLog:
     def total(self) -> int:
         return sum(self.counts().values())
 
-    def first_names(self) -> list[str]:
-        """Names of the first skipped samples (up to ``warn_first`` per process, main process first)."""
-        names = []
-        for row in range(_ROWS):
-            chunk = bytes(self._names[row * _NAME_BYTES:(row + 1) * _NAME_BYTES]).split(b"\0", 1)[0]
-            names += [n for n in chunk.decode("utf-8", "replace").split("\n") if n]
-        return names[:self.warn_first]
+    def first_names(self) -> dict[str, list[str]]:
+        """``{kind: names}``: the first ``warn_first`` skipped samples of each kind (main process first)."""
+        out: dict[str, list[str]] = {}
+        for kind, name in enumerate(BAD_KINDS):
+            names = [n for row in range(_ROWS) for n in self._slot(row, kind).split("\n") if n]
+            if names:
+                out[name] = names[:self.warn_first]
+        return out
 
     def summary(self, n_total: int | None = None) -> str:
-        """One line for the log: ``"skipped 3 of 120 samples: 2 missing, 1 truncated (first: a.png, ...)"``"""
+        """One line for the log, e.g. ``"skipped 4 of 120 samples named: 3 missing, 1 truncated; missing:
+        a.png (line 2), b.png (line 5), c.png (line 9) and 1 more; truncated: d.png (line 40)"``.
+
+        The total is ``n_named`` (every sample the source names, bad ones included); ``n_total`` overrides it.
+        """
         counts = self.counts()
         if not counts:
             return "no samples skipped"
-        of = f" of {n_total}" if n_total is not None else ""
+        n_total = self.n_named if n_total is None else n_total
+        of = f" of {n_total} samples named" if n_total is not None else " samples"
         kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
-        return f"skipped {sum(counts.values())}{of} samples: {kinds} (first: {', '.join(self.first_names())})"
+        named = self.first_names()
+        listed = [f"{k}: {_listing(named.get(k, []), n)}" for k, n in counts.items() if named.get(k)]
+        return "; ".join([f"skipped {sum(counts.values())}{of}: {kinds}", *listed])
 
-    def _remember(self, row: int, name: str) -> None:
-        start = row * _NAME_BYTES
-        used = bytes(self._names[start:start + _NAME_BYTES]).split(b"\0", 1)[0]
-        entry = (name.replace("\n", " ")[:200] + "\n").encode("utf-8")
-        if used.count(b"\n") < self.warn_first and len(used) + len(entry) < _NAME_BYTES:
-            self._names[start + len(used):start + len(used) + len(entry)] = entry
+    def _noted_of(self, kind: int) -> int:
+        """How many skips of ``kind`` have been recorded so far, in every process."""
+        return sum(self._noted[row * len(BAD_KINDS) + kind] for row in range(_ROWS))
+
+    def _slot(self, row: int, kind: int) -> str:
+        start = (row * len(BAD_KINDS) + kind) * _SLOT_BYTES
+        return bytes(self._names[start:start + _SLOT_BYTES]).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def _remember(self, row: int, kind: int, name: str) -> None:
+        cell = row * len(BAD_KINDS) + kind
+        self._noted[cell] += 1
+        if self._noted[cell] > self.warn_first:
+            return
+        start = cell * _SLOT_BYTES
+        used = len(self._slot(row, kind).encode("utf-8"))
+        short = name.replace("\n", " ")
+        short = short if len(short) <= _NAME_CHARS else short[:_NAME_CHARS] + "..."
+        entry = (short + "\n").encode("utf-8")
+        if used + len(entry) < _SLOT_BYTES:
+            self._names[start + used:start + used + len(entry)] = entry
 
     # Shared memory may only travel to a process being started (a DataLoader worker). Any other pickling
     # (deepcopy, datasets' fingerprinting) gets a detached copy with the same numbers.
     def __getstate__(self) -> dict:
         if get_spawning_popen() is not None:
             return dict(self.__dict__)
-        return {"warn_first": self.warn_first, "counts": bytes(self._counts), "names": bytes(self._names),
+        return {"warn_first": self.warn_first, "n_named": self.n_named, "counts": bytes(self._counts),
+                "noted": bytes(self._noted), "names": bytes(self._names),
                 "marks": bytes(self._marks) if self._marks is not None else None}
 
     def __setstate__(self, state: dict) -> None:
         if "counts" not in state:
             self.__dict__.update(state)
             return
-        self.__init__(None, state["warn_first"])
-        ctypes.memmove(self._counts, state["counts"], len(state["counts"]))
-        ctypes.memmove(self._names, state["names"], len(state["names"]))
+        self.__init__(None, state["warn_first"], state["n_named"])
+        for field in ("counts", "noted", "names"):
+            ctypes.memmove(getattr(self, f"_{field}"), state[field], len(state[field]))
         if state["marks"]:
             self.track(len(state["marks"]))
             ctypes.memmove(self._marks, state["marks"], len(state["marks"]))
+
+
+def _listing(names: list[str], count: int) -> str:
+    """``"a.png, b.png, c.png and 4 more"``: the names known, and how many of ``count`` are not shown."""
+    more = f" and {count - len(names)} more" if count > len(names) else ""
+    return ", ".join(names) + more

@@ -1,0 +1,105 @@
+"""``--model_checkpoint`` checked before anything is built: the file or folder form, the classes it names, the
+sizes its configs ask for, and safetensors weights. Only headers and ``config.json`` files are read; sizes are
+counted on PyTorch's meta device, which allocates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# component -> the fluxflow class it must be (a checkpoint naming anything else is not ours)
+EXPECTED = {"vae": "FluxFlowVAE", "transformer": "FluxFlowTransformer", "transformer_ema": "FluxFlowTransformer",
+            "text_encoder": "FluxFlowTextEncoder", "discriminator": "PatchDiscriminator"}
+LARGEST_SETTING = 1_000_000  # no width, depth or count in a model config of ours comes near this
+
+
+def checkpoint_configs(path: str | os.PathLike) -> dict[str, tuple[str | None, dict]]:
+    """``{component: (class name, config)}`` of a ``checkpoint.safetensors``, a pipeline folder or a VAE folder."""
+    p = Path(path)
+    if p.is_file():
+        from ..pipelines.single_file import read_metadata
+
+        metadata = read_metadata(p)
+        return {name: (cls, json.loads(metadata.get(f"fluxflow_config.{name}", "{}")))
+                for name, cls in json.loads(metadata["fluxflow_components"]).items()}
+    configs = {}
+    for name, folder in _folders(p).items():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        configs[name] = (config.get("_class_name") if isinstance(config, dict) else None, config)
+    return configs
+
+
+def _folders(p: Path) -> dict[str, Path]:
+    """``{component: folder}`` of a pipeline folder, or ``{"vae": p}`` for a model folder."""
+    if (p / "vae" / "config.json").is_file():
+        return {name: p / name for name in EXPECTED if (p / name / "config.json").is_file()}
+    return {"vae": p}
+
+
+def checkpoint_problems(path: str) -> list[str]:
+    """Everything wrong with ``--model_checkpoint path`` (``[]`` when fluxflow can load it)."""
+    flag = f"--model_checkpoint {path!r}"
+    if not os.path.exists(path):
+        return [f"{flag} does not exist"]
+    p = Path(path)
+    if p.is_dir() and not ((p / "vae" / "config.json").is_file() or (p / "config.json").is_file()):
+        return [f"{flag} is a folder without vae/config.json or config.json: give a checkpoint.safetensors, a "
+                "pipeline folder or a vae/ folder"]
+    try:
+        configs = checkpoint_configs(p)
+    except Exception as err:  # safetensors and json raise their own error types for a damaged file
+        what = "fluxflow checkpoint.safetensors" if p.is_file() else "fluxflow model folder (unreadable config.json)"
+        return [f"{flag} is not a {what} ({' '.join(str(err).split()) or type(err).__name__})"]
+    problems = [f"{flag}: its {name} is a {cls or 'model of no known class'}, not fluxflow's {EXPECTED.get(name, '')} "
+                f"(is it another library's model?)" for name, (cls, _) in configs.items() if EXPECTED.get(name) != cls]
+    if p.is_dir():
+        problems += [f"{flag}: {folder} holds only pickled .bin weights; fluxflow loads safetensors (unpickling can "
+                     "run code): re-save it with save_pretrained(..., safe_serialization=True)"
+                     for folder in _folders(p).values() if _pickle_only(folder)]
+    return problems or _size_problems(flag, configs)
+
+
+def _pickle_only(folder: Path) -> bool:
+    return not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin"))
+
+
+def _size_problems(flag: str, configs: dict) -> list[str]:
+    """Configs asking for absurd sizes, or for more weights than this machine's memory, found before building."""
+    for name, (_, config) in configs.items():
+        if (big := _largest(config)) > LARGEST_SETTING:
+            return [f"{flag}: the {name} config asks for a setting of {big:,}; not a model fluxflow builds"]
+    import torch
+
+    from .. import models
+
+    total = 0
+    for name, (cls, config) in configs.items():
+        try:
+            with torch.device("meta"):  # shapes only: nothing is allocated
+                model = getattr(models, cls).from_config({k: v for k, v in config.items() if not k.startswith("_")})
+        except Exception as err:  # a config the class cannot build: name it
+            return [f"{flag}: the {name} config does not build a {cls} ({' '.join(str(err).split())})"]
+        total += sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if total > memory:
+        return [f"{flag}: its configs ask for {total / 2**30:.1f} GiB of weights, more than this machine's "
+                f"{memory / 2**30:.1f} GiB of memory"]
+    return []
+
+
+def _largest(value) -> int:
+    if isinstance(value, dict):
+        return max((_largest(v) for v in value.values()), default=0)
+    if isinstance(value, (list, tuple)):
+        return max((_largest(v) for v in value), default=0)
+    return abs(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def checkpoint_sizes(path: str) -> tuple[int | None, int | None]:
+    """``(VAE downsampling, flow patch size)`` of a valid ``--model_checkpoint``; ``None`` for a model it lacks."""
+    configs = checkpoint_configs(path)
+    vae, transformer = configs.get("vae", (None, None))[1], configs.get("transformer", (None, None))[1]
+    down = 2 ** (len(vae["block_out_channels"]) - 1) if vae and "block_out_channels" in vae else None
+    return down, transformer.get("patch_size") if transformer else None
