@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                        "--model_checkpoint", str(out / "vae" / "checkpoint.safetensors"),
                        "--max_train_steps", str(plan["flow_steps"]), "--lr", "5e-4", "--use_ema",
                        "--ema_decay", "0.995", "--max_sequence_length", "24", "--activation", "gelu",
-                       "--cache_text_embeddings", "--checkpoint_save_interval", "500",
+                       "--cache_latents", "--cache_dir", str(out / "cache"), "--checkpoint_save_interval", "500",
                        "--sample_steps", str(plan["sample_steps"]), "--output_path", str(out / "flow"),
                        "--sample_captions", *read_split(data / "test")[1][:2]])
 

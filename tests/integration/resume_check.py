@@ -1,5 +1,7 @@
-"""The exact-resume check shared by the VAE and flow training tests."""
+"""The exact-resume check shared by the VAE and flow training tests, and a stop signal at a chosen step."""
 
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -20,3 +22,17 @@ def assert_resume_is_exact(train, data, tmp_path: Path, flags: list[str], at: in
     for key in a:
         assert torch.equal(a[key], b[key]), key
     return resumed
+
+
+def sigterm_after_step(monkeypatch, step: int) -> None:
+    """Make the next in-process run receive SIGTERM right after optimizer step ``step`` (as a preemption)."""
+    from fluxflow.training import trainer
+
+    end_step = trainer._end_step
+
+    def signalled(run, logs, **kw):
+        end_step(run, logs, **kw)
+        if run.progress.global_step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "_end_step", signalled)

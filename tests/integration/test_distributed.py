@@ -102,3 +102,15 @@ def test_a_stream_trains_on_two_processes(shapes, tmp_path):
     assert "parameters identical on all 2 processes" in log
     rows = read_metrics(tmp_path / "two" / "logs" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and [r["epoch"] for r in rows] == [0, 0, 0, 0, 1, 1]
+
+
+def test_two_processes_build_the_latent_cache_together_and_train_on_it(shapes, tmp_path):
+    """Each process encodes its share into its own shards; both then read the whole cache."""
+    _run(1, shapes, tmp_path / "vae", "--train_vae", "--max_train_steps", "1", "--batch_size", "4")
+    log = _run(2, shapes, tmp_path / "flow", "--train_diff_full", "--model_checkpoint",
+               str(tmp_path / "vae" / "checkpoint.safetensors"), "--cache_latents", "--cache_dir",
+               str(tmp_path / "cache"), "--max_train_steps", "3", "--batch_size", "2", "--random_flip")
+    assert "parameters identical on all 2 processes" in log and "latent cache: built" in log
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert {p.name.split("-")[1] for p in cache.glob("shard-*.safetensors")} == {"00000", "00001"}
+    assert '"samples": 16' in (cache / "manifest.json").read_text()

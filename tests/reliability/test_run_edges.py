@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from resume_check import sigterm_after_step
+
 from fluxflow.cli.train import main
 from fluxflow.datasets.shapes import write_shapes_dataset
 from fluxflow.training import run as run_module
-from fluxflow.training import trainer
 from fluxflow.training.checkpoint import state_folders
 from fluxflow.training.metrics import read_metrics
 
@@ -105,18 +106,11 @@ def test_metrics_after_a_stop_and_resume_equal_an_uninterrupted_run(shapes, tmp_
     """The stop writes no extra row, and the resumed run averages the same steps (the window is saved)."""
     flags = ["--max_train_steps", "6", "--log_interval", "4", "--checkpoint_save_interval", "1"]
     assert main(_argv(shapes, tmp_path / "straight", *flags)) == 0
-    end_step = trainer._end_step
-
-    def signalled(run, logs, **kw):
-        end_step(run, logs, **kw)
-        if run.progress.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(trainer, "_end_step", signalled)
+    sigterm_after_step(monkeypatch, 2)
     out = tmp_path / "stopped"
     assert main(_argv(shapes, out, *flags)) == 0
     assert state_folders(out)[-1].name == "checkpoint-3"  # the step in progress when it came
-    monkeypatch.setattr(trainer, "_end_step", end_step)
+    monkeypatch.undo()
     assert main(_argv(shapes, out, *flags, "--resume_from_checkpoint", "latest")) == 0
     straight, resumed = (read_metrics(p / "logs" / "metrics.jsonl") for p in (tmp_path / "straight", out))
     assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [4, 6]

@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
-from pipeline_cases import SIZE, run, tiny_pipeline
+from pipeline_cases import SIZE, autoencoder_pipeline, run, tiny_pipeline
 
 from fluxflow import FluxFlowPipeline, FluxFlowVAE
 
@@ -286,3 +286,40 @@ def test_dynamic_shifting_uses_diffusers_resolution_shift():
     expected = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64)
     expected.set_timesteps(3, mu=calculate_shift(16, 4, 64, 0.5, 1.15))
     torch.testing.assert_close(pipe.scheduler.sigmas, expected.sigmas)
+
+
+# --- a pretrained diffusers AutoencoderKL as the VAE (an SD3/Flux-style 16-channel one, random here)
+@pytest.mark.parametrize("stages", [2, 4])
+def test_an_autoencoder_kl_pipeline_samples_at_the_vae_scale_factor(stages):
+    pipe = autoencoder_pipeline(stages, scaling_factor=1.5, shift_factor=0.1)
+    assert pipe.vae_scale_factor == 2 ** (stages - 1)
+    images = run(pipe)
+    assert images.shape == (1, SIZE, SIZE, 3) and np.isfinite(images).all()
+    assert pipe.default_sample_size == pipe.transformer.config.sample_size * 2 ** (stages - 1)
+
+
+def test_an_autoencoder_kl_pipeline_round_trips_through_a_folder_and_one_file(tmp_path):
+    import json
+
+    from diffusers import AutoencoderKL
+
+    pipe = autoencoder_pipeline(scaling_factor=1.5, shift_factor=0.1)
+    pipe.save_pretrained(tmp_path / "folder")
+    pipe.save_single_file(tmp_path / "checkpoint.safetensors")
+    index = json.loads((tmp_path / "folder" / "model_index.json").read_text())
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    expected = run(pipe)
+    for path in (tmp_path / "folder", tmp_path / "checkpoint.safetensors"):
+        loaded = FluxFlowPipeline.from_pretrained(path)
+        loaded.set_progress_bar_config(disable=True)
+        assert type(loaded.vae) is AutoencoderKL and loaded.vae.config.shift_factor == 0.1, path
+        assert np.array_equal(run(loaded), expected), path
+
+
+def test_a_vae_without_shift_factor_decodes_unshifted():
+    pipe = autoencoder_pipeline(scaling_factor=2.0)  # shift_factor None, as in diffusers' SD VAEs
+    assert pipe.vae.config.shift_factor is None
+    latents = run(pipe, output_type="latent")
+    with torch.no_grad():
+        expected = pipe.image_processor.postprocess(pipe.vae.decode(latents / 2.0).sample, output_type="np")
+    assert np.array_equal(run(pipe), expected)

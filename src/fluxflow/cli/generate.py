@@ -27,6 +27,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..repo_ids import is_repo_id
+
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 FORMATS = {"png": "PNG", "webp": "WEBP", "jpg": "JPEG"}  # --format: PIL format name
 RECORD = "fluxflow-generate.json"  # in --output_dir: what made each image
@@ -185,7 +187,7 @@ def resolve_model(model: str) -> Path:
         check_pipeline_folder(path, model)
     elif path.exists():
         raise UsageError(f"--model {model}: not a file or folder")
-    elif path.suffix == ".safetensors" or not _is_repo_id(model):
+    elif path.suffix == ".safetensors" or not is_repo_id(model):
         raise UsageError(f"--model {model}: no such file or folder")
     else:
         path = _download(model)
@@ -232,14 +234,6 @@ def check_pipeline_folder(folder: Path, model: str) -> None:
                          f"not a FluxFlowPipeline")
 
 
-def _is_repo_id(name: str) -> bool:
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _download(repo_id: str) -> Path:

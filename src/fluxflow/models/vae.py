@@ -15,6 +15,12 @@ from .spade import SPADE
 from .vae_blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
 
 
+def vae_scale_factor(vae) -> int:
+    """Pixels per latent cell along each side of any diffusers-style VAE (ours or an ``AutoencoderKL``), computed
+    from its config as diffusers' pipelines do: an ``AutoencoderKL`` has no ``spatial_compression_ratio``."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 class FluxFlowCompressor(nn.Module):
     """Image ``[B, C, H, W]`` -> Gaussian moments ``[B, 2*latent, H/f, W/f]`` (mean and log-variance)."""
 

@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE
+from ..models.vae import vae_scale_factor
 from .prompts import PromptEmbeddings, tokenize_prompts
 from .single_file import load_single_file, read_metadata, save_single_file
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
 
 
 @dataclass
@@ -36,7 +38,8 @@ class FluxFlowPipelineOutput(BaseOutput):
 
 
 class FluxFlowPipeline(DiffusionPipeline):
-    """Text-to-image with a :class:`FluxFlowTransformer` over :class:`FluxFlowVAE` latents.
+    """Text-to-image with a :class:`FluxFlowTransformer` over the latents of a :class:`FluxFlowVAE` or of a
+    pretrained diffusers :class:`~diffusers.AutoencoderKL` (e.g. an SD3/Flux 16-channel VAE).
 
     Load with ``FluxFlowPipeline.from_pretrained(folder | hub repo id | checkpoint.safetensors)``; note
     that the generic ``DiffusionPipeline.from_pretrained`` cannot build this class.
@@ -45,12 +48,12 @@ class FluxFlowPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae: FluxFlowVAE, transformer: FluxFlowTransformer, text_encoder: FluxFlowTextEncoder,
-                 tokenizer, scheduler: FlowMatchEulerDiscreteScheduler):
+    def __init__(self, vae: FluxFlowVAE | AutoencoderKL, transformer: FluxFlowTransformer,
+                 text_encoder: FluxFlowTextEncoder, tokenizer, scheduler: FlowMatchEulerDiscreteScheduler):
         super().__init__()
         self.register_modules(vae=vae, transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler)
-        self.vae_scale_factor = vae.spatial_compression_ratio if vae is not None else 8
+        self.vae_scale_factor = vae_scale_factor(vae) if vae is not None else 8
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     # ---------------------------------------------------------------- loading
@@ -332,7 +335,7 @@ class FluxFlowPipeline(DiffusionPipeline):
         return self.scheduler.timesteps, len(self.scheduler.timesteps)
 
     def _decode(self, latents: torch.Tensor, output_type: str):
-        config = self.vae.config
-        latents = latents / config.scaling_factor + config.shift_factor
+        config = self.vae.config  # an AutoencoderKL's shift_factor may be None (no shift), as in diffusers' SD
+        latents = latents / config.scaling_factor + (config.shift_factor or 0.0)
         image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
         return self.image_processor.postprocess(image, output_type=output_type)

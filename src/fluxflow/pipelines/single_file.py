@@ -8,7 +8,8 @@ Layout of ``checkpoint.safetensors`` (what training writes and ``FluxFlowPipelin
   ``{file name: text}`` of the tokenizer's files, so the file is self-contained) and ``fluxflow_extra`` (JSON
   of anything the writer adds, e.g. the training step).
 
-Only the known FluxFlow classes can be named in a file: loading never imports code a file asks for.
+Only the known FluxFlow classes (and diffusers' ``AutoencoderKL``, a pretrained VAE a flow run used) can be named
+in a file: loading never imports code a file asks for.
 Writes go to a temporary name, are fsynced and renamed, so a reader never sees half a file.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
+from diffusers import AutoencoderKL
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -28,7 +30,9 @@ from .. import __version__
 from ..atomic import LIBRARY_WRITE_ERRORS, as_disk_full, atomic_path, size_on_disk
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
 
-MODEL_CLASSES = {cls.__name__: cls for cls in (FluxFlowVAE, FluxFlowTransformer, FluxFlowTextEncoder, PatchDiscriminator)}
+# AutoencoderKL: a pretrained diffusers VAE that a flow run used (frozen) instead of a FluxFlowVAE
+MODEL_CLASSES = {cls.__name__: cls for cls in (FluxFlowVAE, AutoencoderKL, FluxFlowTransformer, FluxFlowTextEncoder,
+                                               PatchDiscriminator)}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt", "added_tokens.json")
 

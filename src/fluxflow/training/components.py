@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate.utils import extract_model_from_parallel
+from diffusers import AutoencoderKL
 from diffusers.training_utils import EMAModel
 from torch import nn
 
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE, PatchDiscriminator
 from ..models.presets import preset_config
 from ..models.spade import SPADE
-from ..pipelines.single_file import load_single_file, read_metadata
+from ..models.vae import vae_scale_factor
+from ..pipelines.single_file import MODEL_CLASSES, load_single_file, read_metadata
+from .checkpoint_check import PRETRAINED_VAE_CLASSES, PRETRAINED_VAE_FLAG
 from .config import TrainConfig
 from .errors import ConfigError
 from .tokenizer import bundled_text_model
@@ -27,7 +31,9 @@ class Components:
     """The one holder of a run's models. Before :meth:`prepare` they are the models themselves; after it, each
     slot holds what the loop calls (``accelerator.prepare`` returned it when it trains: DDP/FSDP-wrapped, the VAE
     inside its training view :class:`VAEForward`). :meth:`unwrapped` gives the model itself for saving, sampling
-    and encoding. ``ema``: the flow processor's moving average (``--use_ema``)."""
+    and encoding. ``ema``: the flow processor's moving average (``--use_ema``). ``vae_needs_statistics``: a
+    pretrained VAE whose config.json sets no ``scaling_factor``; measure them from the data
+    (:func:`~fluxflow.training.latent_statistics.measure_latent_statistics`) before flow training."""
 
     vae: nn.Module
     discriminator: nn.Module | None = None
@@ -36,6 +42,7 @@ class Components:
     train_vae: bool = True
     train_text_encoder: bool = False
     ema: EMAModel | None = None
+    vae_needs_statistics: bool = False
 
     def trained(self) -> dict:
         """``{component: model}`` that get an optimizer (names of the optimizer/scheduler config)."""
@@ -92,8 +99,15 @@ class Components:
 
 
 def build_components(cfg: TrainConfig) -> Components:
-    """VAE (and discriminator with ``--gan_training``) from ``--model_checkpoint`` or ``--model_preset``."""
+    """VAE (and discriminator with ``--gan_training``) from ``--model_checkpoint`` or ``--model_preset``; a
+    ``--pretrained_vae_model_name_or_path`` is the VAE even beside a ``--model_checkpoint`` (which then gives the
+    rest)."""
     loaded = load_checkpoint_models(cfg.model_checkpoint) if cfg.model_checkpoint else {}
+    needs_statistics = False
+    if cfg.pretrained_vae_model_name_or_path:
+        loaded["vae"], has_statistics = load_pretrained_vae(cfg.pretrained_vae_model_name_or_path,
+                                                            cfg.pretrained_vae_subfolder)
+        needs_statistics = not has_statistics
     overrides = {"in_channels": cfg.channels, "out_channels": cfg.channels}
     if cfg.activation:
         overrides["activation"] = cfg.activation
@@ -103,6 +117,9 @@ def build_components(cfg: TrainConfig) -> Components:
     if vae.config.in_channels != cfg.channels:
         raise ConfigError(f"--channels {cfg.channels} does not match the checkpoint's VAE "
                           f"({vae.config.in_channels} channels)")
+    if cfg.trains_vae and not isinstance(vae, FluxFlowVAE):
+        raise ConfigError(f"--train_vae, --gan_training and --train_spade train a FluxFlowVAE; the "
+                          f"--model_checkpoint's VAE is a pretrained {type(vae).__name__} (frozen: flow training only)")
     if cfg.train_spade and not vae.config.use_spade:
         raise ConfigError("--train_spade needs a VAE built with use_spade=True")
     disc = None
@@ -117,6 +134,7 @@ def build_components(cfg: TrainConfig) -> Components:
                  "num_layers": cfg.flow_num_layers, "mlp_ratio": cfg.flow_mlp_ratio}
         flow_overrides.update({k: v for k, v in sizes.items() if v is not None})
         transformer = loaded.get("transformer") or FluxFlowTransformer.from_preset(cfg.model_preset, **flow_overrides)
+        check_flow_fits_vae(cfg, transformer, vae)
         text_encoder = loaded.get("text_encoder") or build_text_encoder(cfg)
         text_encoder.requires_grad_(False)
         if cfg.train_text_encoder:  # the projection heads; the backbone too unless its config freezes it
@@ -134,7 +152,43 @@ def build_components(cfg: TrainConfig) -> Components:
     if text_encoder is not None:
         text_encoder.train(cfg.train_text_encoder)
     return Components(vae=vae, discriminator=disc, transformer=transformer, text_encoder=text_encoder,
-                      train_vae=cfg.trains_vae, train_text_encoder=cfg.train_text_encoder)
+                      train_vae=cfg.trains_vae, train_text_encoder=cfg.train_text_encoder,
+                      vae_needs_statistics=needs_statistics)
+
+
+def load_pretrained_vae(name: str, subfolder: str | None = None) -> tuple[nn.Module, bool]:
+    """``(vae, has_statistics)``: the ``AutoencoderKL`` or ``FluxFlowVAE`` at ``name`` (a folder or Hub id), frozen,
+    in eval mode. ``has_statistics``: its config.json sets ``scaling_factor``; without it diffusers fills in SD1's
+    0.18215, wrong for any other VAE, so the statistics must be measured from the data."""
+    where = f"{PRETRAINED_VAE_FLAG} {name!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+    try:
+        config = AutoencoderKL.load_config(name, subfolder=subfolder)
+    except (OSError, ValueError) as err:  # not found, offline, unreadable: diffusers says which
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+
+        offline = " (HF_HUB_OFFLINE is set: only the Hub cache is read)" if HF_HUB_OFFLINE else ""
+        raise ConfigError(f"{where} cannot be loaded{offline}: {' '.join(str(err).split())}") from err
+    cls = config.get("_class_name")
+    if cls not in PRETRAINED_VAE_CLASSES:
+        raise ConfigError(f"{where}: its config.json names a {cls or 'model of no known class'}, not a VAE fluxflow "
+                          f"loads ({' or '.join(PRETRAINED_VAE_CLASSES)})")
+    try:
+        vae = MODEL_CLASSES[cls].from_pretrained(name, subfolder=subfolder, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{where} cannot be loaded: {' '.join(str(err).split())}") from err
+    logger.info("VAE: pretrained %s from %s, frozen", cls, name)
+    return vae.requires_grad_(False).eval(), "scaling_factor" in config
+
+
+def check_flow_fits_vae(cfg: TrainConfig, transformer: FluxFlowTransformer, vae: nn.Module) -> None:
+    """The flow processor reads the VAE's latent channels, and the image size fits both (a Hub VAE's downsampling
+    is known only now)."""
+    if transformer.config.in_channels != vae.config.latent_channels:
+        raise ConfigError(f"the --model_checkpoint's flow processor takes {transformer.config.in_channels} latent "
+                          f"channels, but the VAE gives {vae.config.latent_channels}")
+    problems = cfg.image_size_problems(vae_scale_factor(vae), transformer.config.patch_size)
+    if problems:
+        raise ConfigError(problems)
 
 
 def build_text_encoder(cfg: TrainConfig) -> FluxFlowTextEncoder:
@@ -177,7 +231,8 @@ def load_checkpoint_models(path: str) -> dict:
         read_metadata(p)  # names the file if it is not a fluxflow checkpoint
         models = load_single_file(p)
     elif (p / "vae" / "config.json").is_file():
-        classes = {"vae": FluxFlowVAE, "transformer": FluxFlowTransformer, "text_encoder": FluxFlowTextEncoder}
+        classes = {"vae": _saved_vae_class(p / "vae"), "transformer": FluxFlowTransformer,
+                   "text_encoder": FluxFlowTextEncoder}
         models = {name: cls.from_pretrained(p / name) for name, cls in classes.items()
                   if (p / name / "config.json").is_file()}
     elif (p / "config.json").is_file():
@@ -186,3 +241,11 @@ def load_checkpoint_models(path: str) -> dict:
         raise ConfigError(f"--model_checkpoint {path!r} is neither a checkpoint file nor a model folder")
     logger.info("initialised %s from %s", ", ".join(models), path)
     return {name: model.train() for name, model in models.items()}
+
+
+def _saved_vae_class(folder: Path):
+    """The VAE class of a saved pipeline's ``vae/``: a flow run with a pretrained VAE exported an ``AutoencoderKL``."""
+    if not (folder / "config.json").is_file():
+        return FluxFlowVAE
+    name = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    return MODEL_CLASSES[name] if name in PRETRAINED_VAE_CLASSES else FluxFlowVAE

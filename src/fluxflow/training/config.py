@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..models.layers import ACTIVATIONS
 from ..models.presets import PRESETS
-from .checkpoint_check import checkpoint_problems, checkpoint_sizes
+from .checkpoint_check import (checkpoint_problems, checkpoint_sizes, pretrained_vae_downsampling,
+                               pretrained_vae_problems)
 from .data import DataConfig, image_file_problem
 from .errors import ConfigError
 from .optim import DEFAULT_LR, OptimSchedConfig, load_optim_sched_config
@@ -97,6 +98,11 @@ class TrainConfig(DataConfig):
                                                "all-MiniLM-L6-v2 (the 'tiny' preset uses a small random one)")
     cache_text_embeddings: bool = flag(False, "With a frozen text encoder: encode each distinct caption once and "
                                               "reuse it (memory grows with the number of distinct captions)")
+    cache_latents: bool = flag(False, "Flow training with a frozen VAE: encode every image (and, with a frozen text "
+                                      "encoder, every caption) once into a cache on disk, reused by later runs while "
+                                      "its inputs are unchanged (docs/DATA.md)")
+    cache_dir: str | None = flag(None, "Folder of latent caches (default: $FLUXFLOW_CACHE/latents, else "
+                                       "~/.cache/fluxflow/latents)")
     max_sequence_length: int | None = flag(None, "Token length of captions for a new text encoder (default: the "
                                                  "preset's, 77); saved in its config, so the pipeline uses it too",
                                            Field("int", 4, 512))
@@ -123,6 +129,11 @@ class TrainConfig(DataConfig):
                                                           "vocabulary of the bundled all-MiniLM-L6-v2 is used")
     model_checkpoint: str | None = flag(None, "Initialise weights from a checkpoint.safetensors (or a pipeline "
                                               "folder)")
+    pretrained_vae_model_name_or_path: str | None = flag(
+        None, "A pretrained VAE (folder or Hub id: a diffusers AutoencoderKL such as an SD3/Flux one, or a "
+              "FluxFlowVAE), frozen, for flow training (stage 2); it replaces a --model_checkpoint's VAE")
+    pretrained_vae_subfolder: str | None = flag(None, "Subfolder of --pretrained_vae_model_name_or_path that holds "
+                                                      "the VAE (e.g. 'vae' of a pipeline)")
     # --- checkpoints, logs, samples
     output_path: str = flag("outputs", "Folder for checkpoints, state, samples and logs")
     log_interval: int = flag(10, "Log metrics every N optimizer steps", STEPS)
@@ -187,12 +198,23 @@ class TrainConfig(DataConfig):
                      "--train_diff, --train_diff_full")
         if self.train_diff and self.train_diff_full:
             p.append("--train_diff and --train_diff_full exclude each other: choose the partial or the full schedule")
-        if self.trains_flow and not self.train_vae and not self.model_checkpoint:
+        if self.trains_flow and not self.train_vae and not self.model_checkpoint \
+                and not self.pretrained_vae_model_name_or_path:
             p.append("flow training without --train_vae needs a trained VAE: give --model_checkpoint (the "
-                     "checkpoint.safetensors or vae/ folder of a VAE run)")
+                     "checkpoint.safetensors or vae/ folder of a VAE run) or --pretrained_vae_model_name_or_path")
+        p += self._pretrained_vae_problems()
         if self.cache_text_embeddings and (self.train_text_encoder or not self.trains_flow):
             p.append("--cache_text_embeddings needs flow training with a frozen text encoder (no "
                      "--train_text_encoder)")
+        if self.cache_latents and (self.trains_vae or not self.trains_flow):
+            p.append("--cache_latents needs flow training with a frozen VAE (no --train_vae, --gan_training or "
+                     "--train_spade): the cache holds what the VAE gave when it was built")
+        if self.cache_latents and self.streaming:
+            p.append("--cache_latents needs a map-style data set, not --streaming (a stream has no fixed set of "
+                     "samples to encode once)")
+        if self.cache_latents and self.random_crop:
+            p.append("--cache_latents cannot hold a new random crop per epoch: drop --random_crop (flips are "
+                     "cached, both ways) or the cache")
         if self.train_text_encoder and not self.trains_flow:
             p.append("--train_text_encoder needs --train_diff or --train_diff_full")
         if self.use_fp16 and self.mixed_precision not in ("no", "fp16"):
@@ -201,6 +223,18 @@ class TrainConfig(DataConfig):
             p.append("--streaming needs --max_train_steps (a streamed data set has no length)")
         if self.train_vae and self.l1_weight == 0 and self.mse_weight == 0:
             p.append("--train_vae with --l1_weight 0 and --mse_weight 0 has no reconstruction loss")
+        return p
+
+    def _pretrained_vae_problems(self) -> list[str]:
+        """A pretrained VAE is frozen: it serves flow training only, and no flag that shapes a new VAE applies."""
+        if not self.pretrained_vae_model_name_or_path:
+            return ["--pretrained_vae_subfolder needs --pretrained_vae_model_name_or_path"] \
+                if self.pretrained_vae_subfolder else []
+        trained = [f"--{name}" for name in ("train_vae", "gan_training", "train_spade") if getattr(self, name)]
+        p = [f"--pretrained_vae_model_name_or_path is a frozen VAE for flow training (stage 2): it excludes "
+             f"{', '.join(trained)}; train a FluxFlowVAE without it"] if trained else []
+        if self.vae_block_out_channels:
+            p.append("--vae_block_out_channels shapes a new VAE; the --pretrained_vae_model_name_or_path has its own")
         return p
 
     def _field_problems(self) -> list[str]:
@@ -220,7 +254,8 @@ class TrainConfig(DataConfig):
     def _size_problems(self) -> list[str]:
         """Image sides the models take: multiples of the VAE's downsampling, times the flow's patch size when
         the flow trains (else the first batch fails inside a model). The sizes come from the
-        ``--model_checkpoint``'s models where it has them, else from the preset and the size flags."""
+        ``--pretrained_vae_model_name_or_path`` (a folder; a Hub id's VAE is checked when loaded) and the
+        ``--model_checkpoint``'s models where they have them, else from the preset and the size flags."""
         if self.model_preset not in PRESETS or self.flow_patch_size not in (None, 1, 2):
             return []  # a bad preset or patch size is named elsewhere
         from ..models.presets import preset_config
@@ -230,9 +265,19 @@ class TrainConfig(DataConfig):
             if checkpoint_problems(self.model_checkpoint):
                 return []  # named by _file_problems
             down, patch = checkpoint_sizes(self.model_checkpoint)
+        if self.pretrained_vae_model_name_or_path:
+            name, subfolder = self.pretrained_vae_model_name_or_path, self.pretrained_vae_subfolder
+            if pretrained_vae_problems(name, subfolder) or not os.path.exists(name):
+                return []  # named by _file_problems, or a Hub id: image_size_problems once it is loaded
+            down = pretrained_vae_downsampling(name, subfolder)
         stages = self.vae_block_out_channels or preset_config(self.model_preset, "vae")["block_out_channels"]
         down = down or 2 ** (len(stages) - 1)
         patch = patch or self.flow_patch_size or preset_config(self.model_preset, "transformer")["patch_size"]
+        return self.image_size_problems(down, patch)
+
+    def image_size_problems(self, down: int, patch: int) -> list[str]:
+        """``--img_size`` (or ``--bucket_step``) against a VAE that downsamples ``down``x and a flow processor
+        taking ``patch`` x ``patch`` patches (when the flow trains)."""
         patch = patch if self.trains_flow else 1
         why = f"the VAE downsamples {down}x" + (f", the flow processor takes {patch}x{patch} patches"
                                                  if patch > 1 else "")
@@ -248,6 +293,8 @@ class TrainConfig(DataConfig):
         p = [f"--test_image_address {problem}" for path in self.test_image_address
              if (problem := image_file_problem(path, self.max_image_pixels, self.channels))]
         p += checkpoint_problems(self.model_checkpoint) if self.model_checkpoint else []
+        if self.pretrained_vae_model_name_or_path:
+            p += pretrained_vae_problems(self.pretrained_vae_model_name_or_path, self.pretrained_vae_subfolder)
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
             p.append(f"--resume_from_checkpoint must be 'latest' or a state/checkpoint-* folder, got {resume!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from .config import TrainConfig
 
@@ -58,12 +59,28 @@ class FlowObjective:
     feeds them: latents of the frozen (or jointly trained) VAE, captions dropped to the null condition
     (``null_tokens``: the empty prompt, tokenized), text from ``text_cache`` or the text encoder."""
 
-    def __init__(self, cfg: TrainConfig, null_tokens=None, text_cache: TextEmbeddingCache | None = None):
-        self.cfg, self.null_tokens, self.text_cache = cfg, null_tokens, text_cache
+    def __init__(self, cfg: TrainConfig, null_tokens=None, text_cache: TextEmbeddingCache | None = None,
+                 null_text: tuple[torch.Tensor, ...] | None = None):
+        self.cfg, self.null_tokens, self.text_cache, self.null_text = cfg, null_tokens, text_cache, null_text
 
     def micro_step(self, accelerator, models, batch: dict, generator: torch.Generator, z=None) -> dict:
-        """Forward, loss and backward of one micro-batch; ``z``: the latents of the VAE trained in the same step."""
-        latents = flow_latents(models.unwrapped("vae"), batch["pixel_values"], z, generator)
+        """Forward, loss and backward of one micro-batch; ``z``: the latents of the VAE trained in the same step.
+        A batch from the latent cache brings ``moments`` (and ``embeds``/``pooled``/``mask``) instead of pixels
+        and tokens; the generator is drawn from in the same order either way."""
+        if "moments" in batch:
+            z = DiagonalGaussianDistribution(batch["moments"]).sample(generator=generator)
+        latents = flow_latents(models.unwrapped("vae"), batch.get("pixel_values"), z, generator)
+        if "embeds" in batch:
+            text, dropped = self._cached_text(batch, generator)
+        else:
+            text, dropped = self._encoded_text(models.text_encoder, batch, generator)
+        loss, logs = self.loss(models.transformer, latents, text, generator)
+        accelerator.backward(loss)
+        logs["flow/caption_dropout"] = dropped.float().mean()
+        return logs
+
+    def _encoded_text(self, text_encoder, batch: dict, generator: torch.Generator):
+        """``((embeds, pooled, mask), dropped)`` of the batch's tokens, captions dropped to the null condition."""
         null = self.null_tokens
         ids, mask, dropped = drop_captions(batch["input_ids"], batch["attention_mask"], null.input_ids,
                                            null.attention_mask, self.cfg.cfg_dropout_prob, generator)
@@ -72,11 +89,17 @@ class FlowObjective:
             *text, mask = self.text_cache(captions, ids.device)
         else:
             with torch.set_grad_enabled(self.cfg.train_text_encoder):
-                text = models.text_encoder(ids, mask, return_dict=False)
-        loss, logs = self.loss(models.transformer, latents, (*text, mask), generator)
-        accelerator.backward(loss)
-        logs["flow/caption_dropout"] = dropped.float().mean()
-        return logs
+                text = text_encoder(ids, mask, return_dict=False)
+        return (*text, mask), dropped
+
+    def _cached_text(self, batch: dict, generator: torch.Generator):
+        """The same from the latent cache's text outputs: one draw decides the dropped rows, as ``drop_captions``."""
+        embeds = batch["embeds"]
+        drop = torch.rand(embeds.shape[0], generator=generator, device=generator.device) < self.cfg.cfg_dropout_prob
+        drop = drop.to(embeds.device)
+        text = tuple(torch.where(drop.view(-1, *[1] * (t.dim() - 1)), null.to(t.device).expand_as(t), t)
+                     for t, null in zip((embeds, batch["pooled"], batch["mask"]), self.null_text))
+        return text, drop
 
     def sample_sigmas(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
@@ -101,4 +124,5 @@ def flow_latents(vae, x: torch.Tensor, z: torch.Tensor | None, generator: torch.
     with torch.no_grad():
         if z is None:
             z = vae.encode(x.to(vae.dtype)).latent_dist.sample(generator=generator)
-        return ((z.detach() - vae.config.shift_factor) * vae.config.scaling_factor).to(x.dtype)
+        dtype = x.dtype if x is not None else z.dtype
+        return ((z.detach() - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor).to(dtype)

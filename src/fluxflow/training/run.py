@@ -7,6 +7,7 @@ samples (``save_samples``), the exported pipeline (``export``) and metrics (``lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -31,6 +32,8 @@ from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_objective import FlowObjective, TextEmbeddingCache
 from .guards import NonFiniteError, agree, nonfinite_weight
+from .latent_statistics import measure_latent_statistics
+from .latent_cache import CachedCollator, build_or_open, default_cache_dir
 from .metrics import MetricsLog
 from .optim import LR_FILE, OptimSchedConfig, OptimSchedSet, build_optimizers_and_schedulers, load_lrs, save_lrs
 from .progress import TrainProgress
@@ -217,13 +220,22 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     max_length = models.text_encoder.config.max_length if models.text_encoder is not None else 77
     with accelerator.main_process_first():  # a `datasets` cache is written once, then read by the others
         dataset = build_dataset(cfg, process_index=accelerator.process_index, num_processes=accelerator.num_processes)
-    loader = make_dataloader(dataset, cfg.batch_size, cfg.workers, CaptionCollator(tokenizer, max_length),
-                             seed=cfg.seed)
+    collate = CaptionCollator(tokenizer, max_length)
+    if cfg.cache_latents:
+        dataset = _latent_cache(accelerator, cfg, models, tokenizer, max_length, dataset)
+        collate = CachedCollator(tokenizer, max_length)
+    loader = make_dataloader(dataset, cfg.batch_size, cfg.workers, collate, seed=cfg.seed)
     test_images = [] if cfg.no_samples or not cfg.trains_vae else pick_test_images(cfg, dataset)
     loader = prepare_dataloader(accelerator, loader)
     total_steps = _run_length(cfg, loader)
     optim = _optimizers(accelerator, cfg, optim_config, models, total_steps, lr_file=(aside[0] or out) / LR_FILE)
     models.prepare(accelerator, use_ema=cfg.use_ema, ema_decay=cfg.ema_decay)
+    if models.vae_needs_statistics:  # a pretrained VAE whose config sets no scaling_factor: measured, as stage 1
+        vae = models.unwrapped("vae")
+        shift, scale = measure_latent_statistics(vae, itertools.islice(loader, 8),
+                                                 torch.Generator().manual_seed(cfg.seed), accelerator)
+        vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+        logger.info("latent statistics of the pretrained VAE: shift_factor %.4f, scaling_factor %.4f", shift, scale)
     for part in optim.values():
         part.optimizer = accelerator.prepare(part.optimizer)
 
@@ -231,7 +243,8 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     if cfg.trains_flow:
         text_cache = TextEmbeddingCache(models.text_encoder, tokenizer, max_length) \
             if cfg.cache_text_embeddings else None
-        flow_objective = FlowObjective(cfg, tokenize_prompts(tokenizer, [""], max_length), text_cache)
+        cached_text = dataset.null_text() if cfg.cache_latents and dataset.with_text else None
+        flow_objective = FlowObjective(cfg, tokenize_prompts(tokenizer, [""], max_length), text_cache, cached_text)
     progress = TrainProgress(cfg.seed, accelerator.process_index, accelerator.device)
     state = {"progress": progress, "optim": optim, **({"ema": models.ema} if models.ema is not None else {})}
     if accelerator.is_main_process:
@@ -244,6 +257,14 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
                MetricsLog(accelerator, out / "logs", resumed_at=progress.global_step),
                vae_objective=VAEObjective(cfg) if cfg.trains_vae else None, flow_objective=flow_objective,
                test_images=test_images, resumed=resume is not None)
+
+
+def _latent_cache(accelerator, cfg: TrainConfig, models: Components, tokenizer, max_length: int, dataset):
+    """``--cache_latents``: the data set as cached moments (and text outputs, when the text encoder is frozen)."""
+    vae = models.vae.to(accelerator.device)
+    text_encoder = None if cfg.train_text_encoder else models.text_encoder.to(accelerator.device)
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    return build_or_open(accelerator, root, dataset, vae, text_encoder, tokenizer, max_length)
 
 
 def _check_launch(accelerator, cfg: TrainConfig) -> None:

@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .data.config import FOLDER_BUILDERS
 from .errors import ConfigError
 from .guards import NonFiniteError, agree, step_is_finite
+from .latent_statistics import measure_latent_statistics
 from .logs import readable_logs
 from .optim import OptimSchedConfig
 from .run import Run, setup_run
@@ -182,6 +183,7 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
     step = run.progress.global_step
     if saved:
         run.checkpoint()
+    run.accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
     run.accelerator.end_training()
     if saved or run.resumed:
         logger.warning("%s: stopped after step %d with a checkpoint; continue with the same command plus "
@@ -198,13 +200,13 @@ def _finish(run: Run, stop: StopSignal) -> None:
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(run)
     run.checkpoint()
-    for part in (run.export, run.save_samples):
-        if agree(accelerator, stop.received is not None)[0]:
-            logger.warning("%s: stopped after the final checkpoint of step %d; the same command plus "
-                           "--resume_from_checkpoint latest writes vae/, pipeline/ and the last samples", stop.name,
-                           step)
-            break
-        part()
+    if agree(accelerator, stop.received is not None)[0]:  # one decision for all: exports gather under FSDP
+        logger.warning("%s: stopped after the final checkpoint of step %d; the same command plus "
+                       "--resume_from_checkpoint latest writes vae/, pipeline/ and the last samples", stop.name, step)
+    else:
+        run.export()
+        run.save_samples()
+    accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
     accelerator.end_training()
     skips = getattr(run.dataset, "skips", None)
     if skips is not None and skips.total():
@@ -227,33 +229,15 @@ def _check_parameters_in_sync(run: Run) -> None:
     logger.info("parameters identical on all %d processes", accelerator.num_processes)
 
 
-@torch.no_grad()
 def _store_latent_statistics(run: Run, batches: int = 8) -> None:
     """The latents' mean and standard deviation on training batches, stored as the VAE's ``shift_factor`` and
-    ``scaling_factor`` (``(z - shift) * scale`` then has zero mean, unit variance). Measured once per final
-    step and kept in the run's state: a run resumed after its final save exports the same values. Sums in
-    float64 over any batch shapes (aspect buckets) and processes."""
-    accelerator, model, progress = run.accelerator, run.models.unwrapped("vae"), run.progress
+    ``scaling_factor``. Measured once per final step and kept in the run's state: a run resumed after its
+    final save exports the same values."""
+    model, progress = run.models.unwrapped("vae"), run.progress
     saved = progress.latent_statistics
     if saved is None or saved["step"] != progress.global_step:
-        was_training = model.training
-        model.eval()
-        latents = [model.encode(batch["pixel_values"]).latent_dist.sample(generator=progress.noise).double().flatten()
-                   for batch in itertools.islice(run.loader, batches)]
-        model.train(was_training)
-        if not latents:
-            return
-        count, total = _summed(accelerator, sum(z.numel() for z in latents), sum(z.sum() for z in latents))
-        mean = total / count
-        (squares,) = _summed(accelerator, sum(((z - mean) ** 2).sum() for z in latents))
-        std = math.sqrt(squares / max(count - 1, 1))
-        saved = progress.latent_statistics = {"step": progress.global_step, "shift": mean,
-                                              "scale": 1.0 / max(std, 1e-6)}
+        shift, scale = measure_latent_statistics(model, itertools.islice(run.loader, batches), progress.noise,
+                                                 run.accelerator)
+        saved = progress.latent_statistics = {"step": progress.global_step, "shift": shift, "scale": scale}
     model.register_to_config(shift_factor=saved["shift"], scaling_factor=saved["scale"])
     logger.info("latent statistics: shift_factor %.4f, scaling_factor %.4f", saved["shift"], saved["scale"])
-
-
-def _summed(accelerator, *values) -> list[float]:
-    """Each value summed over all processes (float64)."""
-    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
-    return (accelerator.reduce(local, "sum") if accelerator.num_processes > 1 else local).tolist()

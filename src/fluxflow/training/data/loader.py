@@ -10,7 +10,6 @@ import torch
 from accelerate.data_loader import prepare_data_loader
 
 from fluxflow.training.data.buckets import BucketBatchSampler
-from fluxflow.training.data.dataset import ImageCaptionDataset
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -38,7 +37,7 @@ def make_dataloader(dataset, batch_size: int, workers: int = 0, collate_fn=None,
         common["prefetch_factor"] = 2
     if isinstance(dataset, torch.utils.data.IterableDataset):
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **common)
-    if isinstance(dataset, ImageCaptionDataset) and dataset.bucket_of is not None:
+    if getattr(dataset, "bucket_of", None) is not None:  # an ImageCaptionDataset or its latent cache
         sampler = BucketBatchSampler(dataset.bucket_of, batch_size, shuffle=shuffle, seed=seed,
                                      drop_last=drop_last)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **common)
