@@ -96,6 +96,7 @@ def test_a_stop_and_resume_on_the_cache_is_exact(stage1, tmp_path, monkeypatch):
     (["--train_vae"], "--cache_latents needs flow training with a frozen VAE"),
     (["--random_crop"], "--cache_latents cannot hold a new random crop"),
     (["--dataset_name", "imagefolder", "--streaming", "--max_train_steps", "2"], "not --streaming"),
+    (["--cache_dir", "/dev/null/cache"], "--cache_dir '/dev/null/cache' cannot be created"),
 ])
 def test_what_the_cache_cannot_hold_is_refused_up_front(stage1, tmp_path, capsys, flags, message):
     assert _flow(stage1, tmp_path / "out", tmp_path / "cache", "--cache_latents", *flags) == 2

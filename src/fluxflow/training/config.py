@@ -306,28 +306,36 @@ class TrainConfig(DataConfig):
         return p + self._output_problems()
 
     def _output_problems(self) -> list[str]:
-        """``--output_path`` must be a folder, or creatable in the nearest existing folder above it."""
-        out = Path(self.output_path)
-        existing = next((d for d in (out, *out.parents) if _exists(d)), None)
-        if existing is None:
-            return []
-        if existing == out and not out.is_dir():
-            return [f"--output_path {self.output_path!r} is a file, not a folder"]
-        if not existing.is_dir():
-            return [f"--output_path {self.output_path!r} cannot be created: {str(existing)!r} is a file"]
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return [f"--output_path {self.output_path!r} is not writable ({existing} is read-only)"]
-        longest = os.pathconf(existing, "PC_NAME_MAX")
-        too_long = [part for part in out.relative_to(existing).parts if len(os.fsencode(part)) > longest]
-        if too_long:
-            return [f"--output_path {self.output_path!r} cannot be created: {too_long[0][:40]!r}... is longer than "
-                    f"the {longest} bytes a name may have here"]
-        try:  # root passes os.access everywhere: only a real try shows a read-only file system
-            os.rmdir(tempfile.mkdtemp(prefix=".fluxflow-check-", dir=existing))
-        except OSError as err:
-            return [f"--output_path {self.output_path!r} cannot be created in {existing}: {err.strerror}"]
-        return []
+        """``--output_path`` (and ``--cache_dir`` of a cached run) must be folders, or creatable."""
+        p = folder_problems("--output_path", self.output_path)
+        if self.cache_latents and self.cache_dir:
+            p += folder_problems("--cache_dir", self.cache_dir)
+        return p
 
+
+def folder_problems(flag: str, path: str) -> list[str]:
+    """``path`` must be a folder, or creatable in the nearest existing folder above it (checked for real: root
+    passes ``os.access`` everywhere, and only a try shows a read-only file system)."""
+    out = Path(path)
+    existing = next((d for d in (out, *out.parents) if _exists(d)), None)
+    if existing is None:
+        return []
+    if existing == out and not out.is_dir():
+        return [f"{flag} {path!r} is a file, not a folder"]
+    if not existing.is_dir():
+        return [f"{flag} {path!r} cannot be created: {str(existing)!r} is a file"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"{flag} {path!r} is not writable ({existing} is read-only)"]
+    longest = os.pathconf(existing, "PC_NAME_MAX")
+    too_long = [part for part in out.relative_to(existing).parts if len(os.fsencode(part)) > longest]
+    if too_long:
+        return [f"{flag} {path!r} cannot be created: {too_long[0][:40]!r}... is longer than the {longest} bytes "
+                "a name may have here"]
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".fluxflow-check-", dir=existing))
+    except OSError as err:
+        return [f"{flag} {path!r} cannot be created in {existing}: {err.strerror}"]
+    return []
 
 def _exists(path: Path) -> bool:
     """``path.exists()``, false for a name the file system refuses (too long, ...) instead of raising."""
