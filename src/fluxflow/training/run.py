@@ -231,11 +231,7 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     optim = _optimizers(accelerator, cfg, optim_config, models, total_steps, lr_file=(aside[0] or out) / LR_FILE)
     models.prepare(accelerator, use_ema=cfg.use_ema, ema_decay=cfg.ema_decay)
     if models.vae_needs_statistics:  # a pretrained VAE whose config sets no scaling_factor: measured, as stage 1
-        vae = models.unwrapped("vae")
-        shift, scale = measure_latent_statistics(vae, itertools.islice(loader, 8),
-                                                 torch.Generator().manual_seed(cfg.seed), accelerator)
-        vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-        logger.info("latent statistics of the pretrained VAE: shift_factor %.4f, scaling_factor %.4f", shift, scale)
+        _measure_pretrained_statistics(accelerator, models.unwrapped("vae"), loader, cfg.seed)
     for part in optim.values():
         part.optimizer = accelerator.prepare(part.optimizer)
 
@@ -257,6 +253,15 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
                MetricsLog(accelerator, out / "logs", resumed_at=progress.global_step),
                vae_objective=VAEObjective(cfg) if cfg.trains_vae else None, flow_objective=flow_objective,
                test_images=test_images, resumed=resume is not None)
+
+
+def _measure_pretrained_statistics(accelerator, vae, loader, seed: int) -> None:
+    """A pretrained VAE's ``shift_factor`` / ``scaling_factor`` from 8 training batches (the same on every
+    process and on every start: a seeded generator on a fresh pass over the loader)."""
+    shift, scale = measure_latent_statistics(vae, itertools.islice(loader, 8), torch.Generator().manual_seed(seed),
+                                             accelerator)
+    vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    logger.info("latent statistics of the pretrained VAE: shift_factor %.4f, scaling_factor %.4f", shift, scale)
 
 
 def _latent_cache(accelerator, cfg: TrainConfig, models: Components, tokenizer, max_length: int, dataset):
