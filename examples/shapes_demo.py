@@ -10,9 +10,9 @@
 4. generates one image per held-out caption with `FluxFlowPipeline`, writes a grid and prints the shapes
    judge's accuracy (colour, shape, position, background), also saved as `result.json`.
 
-Full: about 25 minutes on 2 CPU cores (measured 24 min 41 s: VAE 2,000 steps 763 s, flow 3,000 steps 704 s;
-judge 0.73 on all four attributes, VAE ceiling 0.78); `--quick`: about a minute (a smoke test, not a useful
-model).
+Full: about 17 minutes on 2 CPU cores (measured 17 min 11 s: VAE 2,000 steps 609 s, flow 3,000 steps on the
+latent cache 413 s; judge 0.70 on all four attributes, VAE ceiling 0.80); `--quick`: about a minute (a smoke
+test, not a useful model).
 Each stage resumes from its latest checkpoint when run again.
 """
 
@@ -31,7 +31,7 @@ from fluxflow.datasets.shapes import judge_accuracy, judge_reconstructions, read
 
 FULL = {"n": 2000, "n_test": 64, "vae_steps": 2000, "flow_steps": 3000, "sample_steps": 20}
 QUICK = {"n": 128, "n_test": 16, "vae_steps": 30, "flow_steps": 40, "sample_steps": 8}
-FULL_TIME = "about 25 minutes on 2 CPU cores"  # measured 24 min 41 s (see the docstring)
+FULL_TIME = "about 17 minutes on 2 CPU cores"  # measured 17 min 11 s (see the docstring)
 QUICK_TIME = "about a minute"
 SIZE = 32  # pixels; a 3-stage VAE (4x downsampling) keeps 8x8x16 latents, enough for small objects
 
