@@ -25,6 +25,9 @@ from .vae_objective import VAEForward
 
 logger = logging.getLogger("fluxflow.train")
 
+# optimizer/scheduler component -> the holder's slot
+SLOTS = {"vae": "vae", "discriminator": "discriminator", "flow": "transformer", "text_encoder": "text_encoder"}
+
 
 @dataclass
 class Components:
@@ -45,15 +48,9 @@ class Components:
     vae_needs_statistics: bool = False
 
     def trained(self) -> dict:
-        """``{component: model}`` that get an optimizer (names of the optimizer/scheduler config)."""
-        parts = {"vae": self.unwrapped("vae")} if self.train_vae else {}
-        if self.discriminator is not None:
-            parts["discriminator"] = self.unwrapped("discriminator")
-        if self.transformer is not None:
-            parts["flow"] = self.unwrapped("transformer")
-        if self.train_text_encoder:
-            parts["text_encoder"] = self.unwrapped("text_encoder")
-        return parts
+        """``{component: model}`` that get an optimizer (names of the optimizer/scheduler config): the models of
+        :meth:`with_gradients`, unwrapped."""
+        return {name: self.unwrapped(SLOTS[name]) for name in self.with_gradients()}
 
     def saved(self) -> dict:
         """``{name: model}`` written to ``checkpoint.safetensors``: every model of the run, unwrapped."""

@@ -31,12 +31,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_text_atomically
-from ..pipelines import tokenize_prompts
 from .data.collate import tokenize_captions
 from .data.dataset import MAX_SUBSTITUTES, ImageCaptionDataset, load_sample
 from .data.hub import caption_text
 from .data.images import BadSample
 from .data.skips import DataError
+from .flow_objective import TextEmbeddingCache
 
 logger = logging.getLogger("fluxflow.train")
 
@@ -185,15 +185,15 @@ def _captions(dataset: ImageCaptionDataset, records: list[int]) -> list[str]:
 
 
 def _encode_captions(text_encoder, tokenizer, max_length: int, captions: list[str]) -> dict[str, torch.Tensor]:
-    """``{"text.<hash>.embeds|pooled|mask": ...}``: each caption encoded on its own, as the pipeline would."""
-    device, out = next(text_encoder.parameters()).device, {}
-    for caption in captions:
-        tokens = tokenize_prompts(tokenizer, [caption], max_length).to(device)
-        embeds, pooled = text_encoder(tokens.input_ids, tokens.attention_mask, return_dict=False)
+    """``{"text.<hash>.embeds|pooled|mask": ...}`` through the trainer's :class:`TextEmbeddingCache` (each caption
+    encoded on its own, as the pipeline would)."""
+    device = next(text_encoder.parameters()).device
+    embeds, pooled, mask = TextEmbeddingCache(text_encoder, tokenizer, max_length)(captions, device)
+    out = {}
+    for i, caption in enumerate(captions):
         key = caption_key(caption)
-        out.update({f"{key}.embeds": embeds[0].float().cpu().contiguous(),
-                    f"{key}.pooled": pooled[0].float().cpu().contiguous(),
-                    f"{key}.mask": tokens.attention_mask[0].cpu().contiguous()})
+        out.update({f"{key}.embeds": embeds[i].float().cpu().contiguous(),
+                    f"{key}.pooled": pooled[i].float().cpu().contiguous(), f"{key}.mask": mask[i].cpu().contiguous()})
     return out
 
 
