@@ -94,7 +94,12 @@ def _problems(tmp_path, *flags):
     (["--train_vae", "--resume_from_checkpoint", "nowhere"], "must be 'latest' or a state/checkpoint-* folder"),
     (["--train_vae", "--model_checkpoint", "nope.safetensors"], "--model_checkpoint 'nope.safetensors' does not"),
     (["--train_vae", "--l1_weight", "0", "--mse_weight", "0"], "has no reconstruction loss"),
-    (["--train_vae", "--report_to", "wandb"], "--report_to wandb needs the 'wandb' package"),
+    (["--train_vae", "--report_to", "wandb"], "--report_to wandb needs the 'wandb' package: pip install 'fluxflow[wandb]'"),
+    (["--train_vae", "--report_to", "tensorbord"], "did you mean"),
+    (["--train_vae", "--report_to", "none,tensorboard"], "give tracker names"),
+    (["--train_vae", "--validation_split", "1"], "--validation_split must be < 1"),
+    (["--train_vae", "--validation_split", "0.1", "--validation_data_path", "."], "exclude each other"),
+    (["--train_vae", "--hub_push_checkpoints"], "--hub_push_checkpoints needs --push_to_hub"),
 ])
 def test_invalid_flags_fail_before_anything_is_built(tmp_path, flags, message):
     assert message in _problems(tmp_path, *flags)

@@ -21,12 +21,12 @@ from ..models.presets import PRESETS
 from .checkpoint_check import (checkpoint_problems, checkpoint_sizes, pretrained_vae_downsampling,
                                pretrained_vae_problems)
 from .data import DataConfig, image_file_problem
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .optim import DEFAULT_LR, OptimSchedConfig, load_optim_sched_config
 from .schema import COUNT, NON_NEGATIVE, POSITIVE, STEPS, UNIT, Field, check_value, flag, list_flag
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
-REPORT_TO = ("none", "tensorboard", "wandb")
+TRACKERS = ("tensorboard", "wandb")  # --report_to names
 NUMBER = Field("float")  # any finite number
 
 logger = logging.getLogger("fluxflow.train")
@@ -146,7 +146,33 @@ class TrainConfig(DataConfig):
     test_image_address: list[str] = list_flag([], "Images for VAE reconstruction samples (default: a few "
                                                   "training images)")
     sample_captions: list[str] = list_flag(["A sample caption"], "Captions for flow samples")
-    report_to: str = flag("none", "Experiment tracker", _choice(*REPORT_TO))
+    report_to: str = flag("none", "Experiment trackers, comma-separated (tensorboard, wandb), 'all' (every "
+                                  "installed one) or 'none'; they get scalars, validation metrics and sample grids")
+    tracker_project_name: str = flag("fluxflow", "Project name the trackers file the run under", Field("str"))
+    tracker_run_name: str | None = flag(None, "Run name in the trackers (default: the --output_path folder's name)",
+                                        Field("str"))
+    # --- validation
+    validation_split: float = flag(0.0, "Hold out this fraction of the training data (chosen by --seed) for "
+                                        "validation", Field("float", 0, 1, high_open=True))
+    validation_data_path: str | None = flag(None, "Validation images: a folder read like --data_path (metadata.jsonl "
+                                                  "/ .csv captions, or --captions_file's name inside it)")
+    validation_dataset_name: str | None = flag(None, "Validation data: a `datasets` data set read like "
+                                                     "--dataset_name (split: --validation_dataset_split)")
+    validation_dataset_split: str = flag("validation", "Split of --validation_dataset_name", Field("str"))
+    validation_interval: int | None = flag(None, "Validate every N optimizer steps and at the end (default: "
+                                                 "--checkpoint_save_interval)", STEPS)
+    max_validation_samples: int = flag(32, "Validate on at most this many held-out samples (the first ones)", STEPS)
+    validation_judge_prompts: int = flag(8, "On the embedded shapes data: images generated for this many held-out "
+                                            "captions and scored by the shapes judge (0: none)", COUNT)
+    # --- sharing
+    push_to_hub: bool = flag(False, "Upload the exported pipeline/ (with its model card) to the Hub at the end")
+    hub_model_id: str | None = flag(None, "Hub repo of --push_to_hub, 'user/name' (default: the --output_path "
+                                          "folder's name under your account)")
+    hub_token: str | None = flag(None, "Hub token of --push_to_hub (default: the HF_TOKEN / `hf auth login` one); "
+                                       "never logged")
+    hub_private_repo: bool = flag(False, "Create the --push_to_hub repo as private")
+    hub_push_checkpoints: bool = flag(False, "With --push_to_hub: also upload checkpoint.safetensors and the logs at "
+                                             "each checkpoint, in the background (training does not wait)")
     plot_graphs: bool = flag(False, "Draw logs/metrics.jsonl into PNGs under logs/graphs/ at every checkpoint "
                                     "(or later: fluxflow-plot-metrics OUTPUT_PATH)")
 
@@ -166,7 +192,23 @@ class TrainConfig(DataConfig):
     def public_dict(self) -> dict:
         """The config as saved in ``logs/train_config.json`` and sent to trackers: anything that looks like a
         secret (a Hub token, a password in a URL) is masked, wherever a user put it."""
-        return {k: _mask_secrets(v) for k, v in asdict(self).items()}
+        return {k: "***" if k == "hub_token" and v else _mask_secrets(v) for k, v in asdict(self).items()}
+
+    @property
+    def trackers(self) -> list[str]:
+        """``--report_to`` as Accelerate's ``log_with``: the named trackers, every installed one for ``all``."""
+        names = [n.strip() for n in self.report_to.split(",") if n.strip() and n.strip() != "none"]
+        if names == ["all"]:
+            return [n for n in TRACKERS if importlib.util.find_spec(n) is not None]
+        return names
+
+    @property
+    def validates(self) -> bool:
+        return bool(self.validation_split or self.validation_data_path or self.validation_dataset_name)
+
+    @property
+    def validation_every(self) -> int:
+        return self.validation_interval or self.checkpoint_save_interval
 
     # ------------------------------------------------------------------ validation
     def validate(self, optim: OptimSchedConfig | None = None) -> OptimSchedConfig:
@@ -300,10 +342,34 @@ class TrainConfig(DataConfig):
             p.append(f"--resume_from_checkpoint must be 'latest' or a state/checkpoint-* folder, got {resume!r}")
         elif resume and resume != "latest" and not any(Path(resume).iterdir()):
             p.append(f"--resume_from_checkpoint {resume!r} is an empty folder, not a saved state")
-        if self.report_to != "none" and self.report_to in REPORT_TO and importlib.util.find_spec(self.report_to) \
-                is None:
-            p.append(f"--report_to {self.report_to} needs the {self.report_to!r} package: pip install {self.report_to}")
-        return p + self._output_problems()
+        return p + self._tracker_problems() + self._validation_problems() + self._output_problems()
+
+    def _tracker_problems(self) -> list[str]:
+        """Each ``--report_to`` name known and installed (the extra that brings it named)."""
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        allowed = ("none", "all", *TRACKERS)
+        p = [f"--report_to: {n!r} is not a tracker; use one or more of {', '.join(TRACKERS)} (comma-separated), "
+             f"'all' or 'none'{did_you_mean(n, list(allowed))}" for n in names if n not in allowed]
+        if not names or (len(names) > 1 and ({"none", "all"} & set(names))):
+            p.append(f"--report_to {self.report_to!r}: give tracker names, 'all' or 'none'")
+        p += [f"--report_to {n} needs the {n!r} package: pip install 'fluxflow[{n}]'" for n in names
+              if n in TRACKERS and importlib.util.find_spec(n) is None]
+        return p
+
+    def _validation_problems(self) -> list[str]:
+        given = [f"--{n}" for n in ("validation_split", "validation_data_path", "validation_dataset_name")
+                 if getattr(self, n)]
+        p = [f"{' and '.join(given)} exclude each other: give one source of validation data"] if len(given) > 1 else []
+        if self.validation_split and self.streaming:
+            p.append("--validation_split needs a map-style data set, not --streaming: give --validation_data_path "
+                     "or --validation_dataset_name")
+        if self.validation_data_path and not os.path.isdir(self.validation_data_path):
+            p.append(f"--validation_data_path {self.validation_data_path!r} is not a folder")
+        if self.hub_push_checkpoints and not self.push_to_hub:
+            p.append("--hub_push_checkpoints needs --push_to_hub")
+        if self.hub_model_id and not self.push_to_hub:
+            p.append("--hub_model_id needs --push_to_hub")
+        return p
 
     def _output_problems(self) -> list[str]:
         """``--output_path`` (and ``--cache_dir`` of a cached run) must be folders, or creatable."""

@@ -200,7 +200,7 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     out = Path(cfg.output_path)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.training_steps, mixed_precision=cfg.precision,
-        log_with=None if cfg.report_to == "none" else cfg.report_to,
+        log_with=cfg.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(dispatch_batches=False if cfg.streaming else None))
     _check_launch(accelerator, cfg)
@@ -341,6 +341,9 @@ def _record_config(accelerator, cfg: TrainConfig, optim_config: OptimSchedConfig
     if accelerator.is_main_process:
         written = {**public, "optimizer_scheduler_config": (optim_config or OptimSchedConfig()).to_dict()}
         write_text_atomically(out / "logs" / "train_config.json", json.dumps(written, indent=2) + "\n")
-    if cfg.report_to != "none":  # trackers take scalars only
-        accelerator.init_trackers("fluxflow", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                                      for k, v in public.items()})
+    if cfg.trackers:  # trackers take scalars only
+        run_name = cfg.tracker_run_name or out.resolve().name
+        accelerator.init_trackers(cfg.tracker_project_name,
+                                  config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                          for k, v in public.items()},
+                                  init_kwargs={"wandb": {"name": run_name}})
