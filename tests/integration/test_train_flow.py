@@ -47,7 +47,8 @@ def test_flow_modes_sample_export_and_use_ema(shapes, vae_checkpoint, tmp_path, 
            "--checkpoint_save_interval", "2", "--use_ema", "--ema_decay", "0.5", "--lr", "1e-3",
            "--sample_sizes", "32", "--log_interval", "1")
     names = {p.name for p in (tmp_path / "samples").iterdir()}
-    assert names == {f"samples_epoch_{s:04d}_caption_{i}-0032.webp" for s in (0, 2, 3) for i in range(2)}
+    assert names == {f"samples_epoch_{s:04d}_caption_{i}-0032.webp" for s in (0, 2, 3) for i in range(2)} | \
+        {f"flow_grid_{s:04d}.webp" for s in (0, 2, 3)}
     assert set(_components(tmp_path / "checkpoint.safetensors")) == {"vae", "transformer", "transformer_ema",
                                                                     "text_encoder"}
     weights = load_file(tmp_path / "checkpoint.safetensors")
@@ -75,6 +76,7 @@ def test_joint_training_trains_vae_and_flow(shapes, tmp_path):
     names = {p.name for p in (tmp_path / "samples").iterdir()}
     assert "samples_epoch_0002_caption_1-0032.webp" in names
     assert any(n.startswith("vae_epoch_0002-") and n.endswith("-ctx.webp") for n in names)
+    assert {"vae_grid_0002.webp", "flow_grid_0002.webp"} <= names
     assert set(_components(tmp_path / "checkpoint.safetensors")) == {"vae", "discriminator", "transformer",
                                                                     "text_encoder"}
     single = FluxFlowPipeline.from_pretrained(tmp_path / "checkpoint.safetensors")

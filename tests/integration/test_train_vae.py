@@ -47,7 +47,10 @@ def test_each_vae_mode_trains_checkpoints_and_samples(shapes, tmp_path, mode):
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["checkpoint-2", "checkpoint-3"]
     names = {p.name for p in (tmp_path / "samples").iterdir()}
     hashes = [image_hash(f"train:{i}") for i in range(2)]
-    assert names == {f"vae_epoch_{step:04d}-{h}{s}.webp" for step in (0, 2, 3) for h in hashes for s in VAE_SUFFIXES}
+    grids = {name for name in names if "_grid_" in name}
+    assert grids == {f"vae_grid_{step:04d}.webp" for step in (0, 2, 3)}  # one grid per sample point
+    assert names - grids == {f"vae_epoch_{step:04d}-{h}{s}.webp" for step in (0, 2, 3) for h in hashes
+                             for s in VAE_SUFFIXES}
     rows = read_metrics(tmp_path / "logs" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3] and all("lr/vae" in r for r in rows)
     assert ("loss/discriminator" in rows[0]) == ("--gan_training" in MODES[mode])

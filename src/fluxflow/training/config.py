@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..models.layers import ACTIVATIONS
@@ -21,6 +21,7 @@ from ..models.presets import PRESETS
 from .checkpoint_check import (checkpoint_problems, checkpoint_sizes, pretrained_vae_downsampling,
                                pretrained_vae_problems)
 from .data import DataConfig, image_file_problem
+from .data.config import has_metadata
 from .errors import ConfigError, did_you_mean
 from .optim import DEFAULT_LR, OptimSchedConfig, load_optim_sched_config
 from .schema import COUNT, NON_NEGATIVE, POSITIVE, STEPS, UNIT, Field, check_value, flag, list_flag
@@ -202,6 +203,28 @@ class TrainConfig(DataConfig):
             return [n for n in TRACKERS if importlib.util.find_spec(n) is not None]
         return names
 
+    def validation_data_config(self) -> DataConfig:
+        """Where the held-out samples come from, read like training data without random crops or flips: this
+        config (``build_dataset(part="validation")`` gives what ``--validation_split`` holds out), the
+        ``--validation_data_path`` folder (imagefolder captions, else ``--captions_file``'s name inside it), or
+        the ``--validation_dataset_name`` split."""
+        fixed = {"random_crop": False, "random_flip": False, "aspect_buckets": False, "strict_data": False,
+                 "streaming": False}
+        if self.validation_split:
+            return replace(self, **fixed)
+        common = {"img_size": self.img_size, "channels": self.channels, "resize_interpolation":
+                  self.resize_interpolation, "max_image_pixels": self.max_image_pixels, "seed": self.seed,
+                  "max_train_samples": self.max_validation_samples, **fixed}
+        if self.validation_dataset_name:
+            return DataConfig(dataset_name=self.validation_dataset_name, dataset_config_name=self.dataset_config_name,
+                              dataset_split=self.validation_dataset_split, image_column=self.image_column,
+                              caption_column=self.caption_column, **common)
+        folder = Path(self.validation_data_path)
+        captions = folder / Path(self.captions_file).name if self.captions_file else None
+        with_captions_file = captions is not None and captions.is_file() and not has_metadata(str(folder))
+        return DataConfig(data_path=str(folder), captions_file=str(captions) if with_captions_file else None,
+                          **common)
+
     @property
     def validates(self) -> bool:
         return bool(self.validation_split or self.validation_data_path or self.validation_dataset_name)
@@ -365,6 +388,13 @@ class TrainConfig(DataConfig):
                      "or --validation_dataset_name")
         if self.validation_data_path and not os.path.isdir(self.validation_data_path):
             p.append(f"--validation_data_path {self.validation_data_path!r} is not a folder")
+        elif len(given) == 1 and not self.validation_split:
+            try:
+                self.validation_data_config().validate()
+            except ConfigError as err:
+                p += [f"validation data ({given[0]}): {q}" for q in err.problems]
+        if self.validates and self.trains_vae and importlib.util.find_spec("torchmetrics") is None:
+            p.append("validating a VAE (PSNR, SSIM, MS-SSIM) needs torchmetrics: pip install 'fluxflow[metrics]'")
         if self.hub_push_checkpoints and not self.push_to_hub:
             p.append("--hub_push_checkpoints needs --push_to_hub")
         if self.hub_model_id and not self.push_to_hub:

@@ -14,6 +14,9 @@ from fluxflow.training.metrics import read_metrics
 Series = dict[str, tuple[list[int], list[float]]]
 KL_VALUE_KEYS = ("loss/kl", "kl/raw_nats")
 DPI, FIGSIZE, OVERVIEW_FIGSIZE = 100, (8, 4.5), (12, 7)
+# validation.Validator's metrics, a graph per part: reconstruction quality, KL per channel, flow loss, judge
+VALIDATION_GROUPS = {"vae": ("val/vae/psnr", "val/vae/ssim", "val/vae/ms_ssim"), "kl": ("val/vae/kl",),
+                     "flow": ("val/flow/",), "judge": ("val/judge",)}
 
 
 def _series(rows: list[dict]) -> Series:
@@ -39,6 +42,8 @@ def _groups(series: Series) -> dict[str, Series]:
         "learning_rates": pick(sorted(k for k in series if k.startswith("lr/"))),
         "kl": kl,
         "speed": pick(["step_time", "samples_per_s"]),
+        **{f"validation_{part}": pick(sorted(k for k in series if k.startswith(prefix)))
+           for part, prefix in VALIDATION_GROUPS.items()},
     }
     return {name: g for name, g in groups.items() if g}
 
@@ -87,6 +92,14 @@ def _draw(ax, name: str, series: Series) -> None:
         values = {k: v for k, v in series.items() if k != "kl_weight"}
         _twin(ax, weight, values, "KL weight", "KL", log=False)
         ax.set_title("KL weight and KL")
+    elif name == "validation_vae":  # PSNR in dB on the left, (MS-)SSIM in [0, 1] on the right
+        psnr = {k: v for k, v in series.items() if "/psnr" in k}
+        _twin(ax, psnr, {k: v for k, v in series.items() if k not in psnr}, "PSNR (dB)", "SSIM, MS-SSIM", log=False)
+        ax.set_title("Validation: reconstructions of held-out images")
+    elif name.startswith("validation_"):
+        _lines(ax, series, name == "validation_flow")
+        ax.set(title=f"Validation: {name.removeprefix('validation_')}", ylabel="value")
+        ax.legend(fontsize=7)
     else:
         times = {k: v for k, v in series.items() if k == "step_time"}
         rates = {k: v for k, v in series.items() if k != "step_time"}

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from PIL import Image
 
 from ..atomic import write_text_atomically
 from ..pipelines import tokenize_prompts
@@ -37,9 +38,11 @@ from .latent_cache import CachedCollator, build_or_open, default_cache_dir
 from .metrics import MetricsLog
 from .optim import LR_FILE, OptimSchedConfig, OptimSchedSet, build_optimizers_and_schedulers, load_lrs, save_lrs
 from .progress import TrainProgress
-from .samples import save_vae_samples
+from .grids import flow_grid, save_grid, vae_grid
+from .samples import save_vae_samples, to_pil, vae_sample_paths
 from .test_images import pick_test_images
 from .tokenizer import load_tokenizer
+from .trackers import log_images
 from .vae_objective import VAEObjective
 
 logger = logging.getLogger("fluxflow.train")
@@ -64,6 +67,7 @@ class Run:
     vae_objective: VAEObjective | None
     flow_objective: FlowObjective | None
     test_images: list = field(default_factory=list)
+    validator: object | None = None  # validation.Validator of --validation_split / _data_path / _dataset_name
     resumed: bool = False
 
     def batches(self):
@@ -145,12 +149,40 @@ class Run:
         pipe = self.pipeline() if self.models.transformer is not None else None
         if not self.accelerator.is_main_process:
             return
+        folder, grids = self.out / "samples", {}
         if self.test_images:
-            save_vae_samples(self.models.unwrapped("vae"), self.test_images, self.out / "samples", step, seed=cfg.seed)
+            save_vae_samples(self.models.unwrapped("vae"), self.test_images, folder, step, seed=cfg.seed)
+            grids["vae"] = vae_grid([{"input": to_pil(image), **{suffix: Image.open(path) for suffix, path in
+                                                                  vae_sample_paths(folder, step, address).items()}}
+                                     for address, image in self.test_images])
         if pipe is not None:
+            sizes = cfg.sample_sizes or [cfg.img_size]
             with ema_weights(pipe.transformer, self.models.ema):
-                save_flow_samples(pipe, cfg.sample_captions, cfg.sample_sizes or [cfg.img_size], self.out / "samples",
-                                  step, cfg.sample_steps, cfg.sample_guidance_scale, seed=cfg.seed)
+                written = save_flow_samples(pipe, cfg.sample_captions, sizes, folder, step, cfg.sample_steps,
+                                            cfg.sample_guidance_scale, seed=cfg.seed)
+            labels = [caption + (f" ({size} px)" if len(sizes) > 1 else "")
+                      for caption in cfg.sample_captions for size in sizes]
+            grids["flow"] = flow_grid([Image.open(path) for path in written], labels, columns=max(len(sizes), 4))
+        for kind, grid in grids.items():
+            save_grid(grid, folder, kind, step)
+        log_images(self.accelerator, {f"samples/{kind}": grid for kind, grid in grids.items()}, step)
+
+    def validate(self) -> None:
+        """Metrics of the held-out samples at this step (``validation.Validator``: fixed noise, so the curve is
+        not noisy), logged like every metric; the flow processor with its EMA weights, as samples are. Every
+        process calls this (FSDP gathers); the main process computes."""
+        names = ("vae", "transformer", "text_encoder")
+        models = {name: self._whole(name) if getattr(self.models, name) is not None else None for name in names}
+        if not self.accelerator.is_main_process:
+            return
+        step, transformer = self.progress.global_step, models["transformer"]
+        with ema_weights(transformer, self.models.ema if transformer is not None else None):
+            values = self.validator(**models, pipeline_factory=lambda: build_pipeline(
+                models["vae"], transformer, models["text_encoder"], self.tokenizer, self.cfg.timestep_shift))
+        self.metrics.log(step, values)
+        shown = ", ".join(f"{k.removeprefix('val/')}={v:.4g}" for k, v in values.items()
+                          if k.count("/") == 2 and not k.startswith("val/vae/kl/"))
+        logger.info("step %d: validation %s (%.1f s)", step, shown, values["val/seconds"])
 
     def export(self) -> None:
         """``vae/`` always; ``pipeline/`` (a complete diffusers folder, EMA weights when EMA is on) with a flow
@@ -241,6 +273,7 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
             if cfg.cache_text_embeddings else None
         cached_text = dataset.null_text() if cfg.cache_latents and dataset.with_text else None
         flow_objective = FlowObjective(cfg, tokenize_prompts(tokenizer, [""], max_length), text_cache, cached_text)
+    validator = _validator(accelerator, cfg, tokenizer, max_length) if cfg.validates else None
     progress = TrainProgress(cfg.seed, accelerator.process_index, accelerator.device)
     state = {"progress": progress, "optim": optim, **({"ema": models.ema} if models.ema is not None else {})}
     if accelerator.is_main_process:
@@ -252,7 +285,20 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     return Run(accelerator, cfg, out, models, optim, tokenizer, dataset, loader, progress, state, total_steps,
                MetricsLog(accelerator, out / "logs", resumed_at=progress.global_step),
                vae_objective=VAEObjective(cfg) if cfg.trains_vae else None, flow_objective=flow_objective,
-               test_images=test_images, resumed=resume is not None)
+               test_images=test_images, validator=validator, resumed=resume is not None)
+
+
+def _validator(accelerator, cfg: TrainConfig, tokenizer, max_length: int):
+    """The held-out samples (the first ``--max_validation_samples``, read once, on every process: they are
+    few) and the metrics over them."""
+    from .validation import Validator
+
+    with accelerator.main_process_first():
+        dataset = build_dataset(cfg.validation_data_config(), part="validation" if cfg.validation_split else "train")
+    samples = [dataset[i] for i in range(min(len(dataset), cfg.max_validation_samples))]
+    logger.info("validation: %d held-out samples, every %d optimizer steps and at the end", len(samples),
+                cfg.validation_every)
+    return Validator(cfg, samples, tokenizer, max_length)
 
 
 def _measure_pretrained_statistics(accelerator, vae, loader, seed: int) -> None:

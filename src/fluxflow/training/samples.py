@@ -31,6 +31,11 @@ def vae_sample_paths(folder: str | Path, step: int, address: str) -> dict[str, P
     return {suffix: Path(folder) / f"{stem}{suffix}.webp" for suffix in VAE_SUFFIXES}
 
 
+def to_pil(image: torch.Tensor):
+    """An image tensor ``[C, H, W]`` in ``[-1, 1]`` as a PIL image (as the samples are written)."""
+    return VaeImageProcessor().postprocess(image[None].float().cpu(), output_type="pil")[0]
+
+
 @torch.no_grad()
 def save_vae_samples(vae, images: list[tuple[str, torch.Tensor]], folder: str | Path, step: int,
                      seed: int = 0) -> list[Path]:

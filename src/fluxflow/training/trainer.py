@@ -167,11 +167,13 @@ def _count_nonfinite(run: Run, nonfinite: bool, logs: dict) -> None:
 
 
 def _periodic_outputs(run: Run) -> None:
-    """A checkpoint every ``--checkpoint_save_interval`` steps, samples every ``--samples_per_checkpoint`` of
-    them; the last step's come from :func:`_finish`."""
+    """Validation every ``--validation_interval`` steps, a checkpoint every ``--checkpoint_save_interval``,
+    samples every ``--samples_per_checkpoint`` checkpoints; the last step's come from :func:`_finish`."""
     step, cfg = run.progress.global_step, run.cfg
     if step >= run.total_steps:
         return
+    if run.validator is not None and step % cfg.validation_every == 0:  # before the checkpoint: a run resumed
+        run.validate()                                                     # from it has this row already
     if step % cfg.checkpoint_save_interval == 0:
         run.checkpoint()
     if step % (cfg.checkpoint_save_interval * cfg.samples_per_checkpoint) == 0:
@@ -193,12 +195,15 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
 
 
 def _finish(run: Run, stop: StopSignal) -> None:
-    """A sync check, latent statistics, final checkpoint, exported models, last samples. A stop signal on the
-    way ends it after the part in progress: the final checkpoint comes first, so nothing trained is lost."""
+    """A sync check, latent statistics, validation, final checkpoint, exported models, last samples. A stop
+    signal on the way ends it after the part in progress: the final checkpoint comes first, so nothing trained is
+    lost."""
     accelerator, cfg, step = run.accelerator, run.cfg, run.progress.global_step
     _check_parameters_in_sync(run)
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(run)
+    if run.validator is not None:
+        run.validate()
     run.checkpoint()
     if agree(accelerator, stop.received is not None)[0]:  # one decision for all: exports gather under FSDP
         logger.warning("%s: stopped after the final checkpoint of step %d; the same command plus "

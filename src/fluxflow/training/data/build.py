@@ -13,14 +13,39 @@ from fluxflow.training.data.config import DataConfig
 from fluxflow.training.data.dataset import ImageCaptionDataset, StreamingImageCaptionDataset
 from fluxflow.training.data.folder import FolderRecords
 from fluxflow.training.data.hub import HFRecords, load_hf_dataset, prepare_columns, resolve_columns
-from fluxflow.training.data.skips import SkipLog
+from fluxflow.training.data.skips import DataError, SkipLog
 from fluxflow.training.data.transforms import ImageTransform
 
 logger = logging.getLogger("fluxflow.data")
 
 
-def build_dataset(config: DataConfig, *, process_index: int = 0,
-                  num_processes: int = 1) -> ImageCaptionDataset | StreamingImageCaptionDataset:
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(training, held-out)`` indices of ``n`` records: ``round(n * fraction)`` (at least 1) held out, chosen by
+    ``seed``, so every start and every process holds out the same samples."""
+    held = max(1, round(n * fraction))
+    if held >= n:
+        raise DataError(f"--validation_split {fraction} of {n} samples leaves none to train on")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[held:]), sorted(order[:held])
+
+
+class RecordSubset:
+    """The records ``indices`` of ``records``: the training or the held-out part of a ``--validation_split``."""
+
+    def __init__(self, records, indices: list[int]) -> None:
+        self.records, self.indices = records, indices
+        self.n_named, self.problems = records.n_named, records.problems
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def raw(self, i: int):
+        return self.records.raw(self.indices[i])
+
+
+def build_dataset(config: DataConfig, *, process_index: int = 0, num_processes: int = 1,
+                  part: str = "train") -> ImageCaptionDataset | StreamingImageCaptionDataset:
     """The training data set of a validated ``config`` (``DataConfig.validate``, which ``TrainConfig.validate``
     includes); its ``skips`` holds the tally of bad samples.
 
@@ -28,7 +53,8 @@ def build_dataset(config: DataConfig, *, process_index: int = 0,
     with ``len``; shard it with the sampler (Accelerate does). Streaming: a torch ``IterableDataset`` that
     already reads only this process's shard (``process_index`` of ``num_processes``): prepare its
     DataLoader with ``dispatch_batches=False``. Unusable data raises ``DataError`` before any image is decoded
-    (``--strict_data`` decodes every image once).
+    (``--strict_data`` decodes every image once). With a ``validation_split`` in ``config`` (``TrainConfig``),
+    ``part`` picks the samples trained on (``"train"``) or the ones held out (``"validation"``).
     """
     seed = config.seed or 0
     transform = ImageTransform(config.img_size, config.channels, config.random_crop, config.random_flip,
@@ -50,6 +76,9 @@ def build_dataset(config: DataConfig, *, process_index: int = 0,
                                                 strict=config.strict_data, max_pixels=config.max_image_pixels,
                                                 flag=flag)
         records = HFRecords(ds, config, skips, flag)
+    fraction = getattr(config, "validation_split", 0.0)
+    if fraction:
+        records = RecordSubset(records, split_indices(len(records), fraction, seed)[part == "validation"])
     dataset = ImageCaptionDataset(records, transform, skips, seed=seed, strict=config.strict_data,
                                   max_pixels=config.max_image_pixels)
     if config.strict_data:
@@ -59,7 +88,8 @@ def build_dataset(config: DataConfig, *, process_index: int = 0,
         dataset.use_buckets(buckets, lambda w, h: nearest_bucket(w, h, buckets))
     if skips.total():
         logger.warning("data: %s", skips.summary())
-    logger.info("data: %d samples from %s, %d px, %d channels", len(dataset), config.source, config.img_size,
+    logger.info("data: %d samples%s from %s, %d px, %d channels", len(dataset),
+                " held out for validation" if part == "validation" else "", config.source, config.img_size,
                 config.channels)
     return dataset
 

@@ -91,7 +91,7 @@ class DataConfig:
             p.append(wide)
         if self.data_path and not os.path.isdir(self.data_path):
             p.append(f"--data_path {self.data_path!r} is not a folder")
-        elif self.source == "imagefolder" and not _has_metadata(self.data_path):
+        elif self.source == "imagefolder" and not has_metadata(self.data_path):
             p.append(f"--data_path {self.data_path!r} has no {' / '.join(METADATA_FILES)}: give "
                      f"--captions_file (one 'file_name<TAB>caption' per line) or add a metadata file")
         if self.streaming and self.source != "datasets":
@@ -124,7 +124,7 @@ class DataConfig:
         return p
 
 
-def _has_metadata(folder: str) -> bool:
+def has_metadata(folder: str) -> bool:
     """True when ``folder`` (or a split folder in it) holds an imagefolder metadata file."""
     root = Path(folder)
     return any((root / m).is_file() for m in METADATA_FILES) or any(
