@@ -35,7 +35,7 @@ def _events(folder):
 
 def test_tensorboard_event_files_hold_scalars_and_sample_grids(shapes, tmp_path):
     pytest.importorskip("tensorboard")
-    _train(shapes, tmp_path, "--report_to", "all", "--tracker_project_name", "shapes-tb")
+    _train(shapes, tmp_path, "--report_to", "tensorboard", "--tracker_project_name", "shapes-tb")
     scalars, images = _events(tmp_path / "logs" / "shapes-tb")
     assert scalars["loss/vae"] == [2, 4] and scalars["loss/flow"] == [2, 4]
     assert set(images) == {"samples/vae", "samples/flow"}

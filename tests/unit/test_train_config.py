@@ -147,3 +147,18 @@ def test_model_size_flags_reach_the_built_models():
     assert parts.text_encoder.config.max_length == 12
     assert set(parts.trained()) == {"vae", "flow"}  # the text encoder is frozen by default
     assert not any(p.requires_grad for p in parts.text_encoder.parameters())
+
+
+def test_report_to_takes_several_trackers_or_all(tmp_path):
+    import importlib.util
+
+    from fluxflow.training.config import TRACKERS
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a"}\n', encoding="utf-8")
+    installed = [name for name in TRACKERS if importlib.util.find_spec(name) is not None]
+    for value, expected in (("all", installed), ("none", []), ("tensorboard", ["tensorboard"]),
+                            ("tensorboard, wandb", ["tensorboard", "wandb"])):
+        cfg, _ = parse_config(["--data_path", str(data), "--train_vae", "--report_to", value])
+        assert cfg.trackers == expected, value
