@@ -46,6 +46,9 @@ from .trackers import log_images
 from .vae_objective import VAEObjective
 
 logger = logging.getLogger("fluxflow.train")
+# the validation metrics shown in the log line (all of them go to metrics.jsonl and the trackers)
+HEADLINE = ("val/vae/psnr", "val/vae/ssim", "val/vae/kl", "val/judge_recon/accuracy", "val/flow/loss",
+            "val/judge/accuracy")
 
 
 @dataclass(eq=False)
@@ -180,8 +183,7 @@ class Run:
             values = self.validator(**models, pipeline_factory=lambda: build_pipeline(
                 models["vae"], transformer, models["text_encoder"], self.tokenizer, self.cfg.timestep_shift))
         self.metrics.log(step, values)
-        shown = ", ".join(f"{k.removeprefix('val/')}={v:.4g}" for k, v in values.items()
-                          if k.count("/") == 2 and not k.startswith("val/vae/kl/"))
+        shown = ", ".join(f"{k.removeprefix('val/')}={values[k]:.4g}" for k in HEADLINE if k in values)
         logger.info("step %d: validation %s (%.1f s)", step, shown, values["val/seconds"])
 
     def export(self) -> None:
