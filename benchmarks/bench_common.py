@@ -97,6 +97,8 @@ def train_run(out: Path, flags: list[str], device: str = "cpu", name: str = "ben
     wall = time.perf_counter() - start
     train_s, total, last = {}, 0.0, 0
     for row in read_metrics(out / "logs" / "metrics.jsonl"):
+        if "step_time" not in row:  # a validation row
+            continue
         total += row["step_time"] * (row["step"] - last)
         last = row["step"]
         train_s[row["step"]] = total

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fluxflow.training.metrics import read_metrics
+
 DEMO = Path(__file__).parents[2] / "examples" / "shapes_demo.py"
 
 
@@ -57,3 +59,7 @@ def test_quick_shapes_demo_runs_end_to_end(tmp_path):
     from fluxflow.training.checkpoint import state_folders
 
     assert state_folders(tmp_path / "flow")[-1].name == "checkpoint-30"  # --flow_steps overrides the plan
+    rows = read_metrics(tmp_path / "flow" / "logs" / "metrics.jsonl")
+    assert [r["step"] for r in rows if "val/flow/loss" in r and "val/judge/accuracy" in r] == [30]
+    assert "val/vae/psnr" in read_metrics(tmp_path / "vae" / "logs" / "metrics.jsonl")[-1]
+    assert all((tmp_path / stage / "report.html").is_file() for stage in ("vae", "flow"))

@@ -34,6 +34,7 @@ def _train(argv, stop) -> int:
     from ..training.data import DataError
     from ..training.errors import ConfigError
     from ..training.guards import NonFiniteError
+    from ..training.hub import HubPushError
 
     try:
         cfg, optim_config = load_config(argv)
@@ -52,6 +53,9 @@ def _train(argv, stop) -> int:
         return _error(err)
     except (NonFiniteError, CheckpointError) as err:  # the run started; the last checkpoint on disk is kept
         print(f"fluxflow-train: stopped: {err}", file=sys.stderr)
+        return 1
+    except HubPushError as err:  # at the start (the repo), or at the end (the trained files are kept)
+        print(f"fluxflow-train: Hub: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -67,8 +67,11 @@ class FluxFlowPipeline(DiffusionPipeline):
         if not path.is_dir():
             from huggingface_hub import snapshot_download
 
-            hub_keys = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
+            hub_keys = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies",
+                        "allow_patterns")
             hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
+            if "allow_patterns" not in kwargs:  # a run's pushed checkpoints/ are not part of the pipeline
+                hub_kwargs["ignore_patterns"] = kwargs.pop("ignore_patterns", ["checkpoints/*"])
             path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
         kwargs.setdefault("use_safetensors", True)  # a pickled .bin only with use_safetensors=False
         return super().from_pretrained(path, **kwargs)

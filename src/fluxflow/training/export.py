@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from PIL import Image
 
 from ..atomic import atomic_path
 from ..pipelines import FluxFlowPipeline
 from .checkpoint import save_folder
-
-MODEL_CARD = """---
-library_name: diffusers
-tags: [fluxflow, text-to-image, rectified-flow]
----
-# {name}
-
-A fluxflow text-to-image model: a Bezier-activated VAE, a rectified-flow transformer and a
-`{backbone}` text encoder. Trained for {steps} optimizer steps on {data} at {size} px.
-
-```python
-from fluxflow import FluxFlowPipeline
-pipe = FluxFlowPipeline.from_pretrained("{name}")
-image = pipe("{caption}", num_inference_steps=28, guidance_scale=5.0).images[0]
-```
-
-Sampling: `FlowMatchEulerDiscreteScheduler` with shift {shift}, the shift used in training.
-"""
+from .hub import GRID_NAME, model_card
 
 
 def flow_sample_path(folder: str | Path, step: int, index: int, size: int) -> Path:
@@ -95,12 +80,25 @@ def save_flow_samples(pipe: FluxFlowPipeline, captions: list[str], sizes: list[i
     return written
 
 
-def export_pipeline(pipe: FluxFlowPipeline, folder: str | Path, card: dict) -> Path:
-    """``pipe.save_pretrained`` into ``folder`` with a model card, atomically (a full disk is a
-    ``CheckpointError``, the previous folder kept)."""
+def export_pipeline(pipe: FluxFlowPipeline, folder: str | Path, card: dict,
+                    grid: Image.Image | str | Path | None = None) -> Path:
+    """``pipe.save_pretrained`` into ``folder`` with its model card (``README.md``, see
+    :func:`~fluxflow.training.hub.model_card`: ``card`` holds its arguments) and the sample ``grid`` the card
+    shows (``samples.webp``; a file keeps its format), atomically (a full disk is a ``CheckpointError``, the
+    previous folder kept). Without ``card["repo_id"]`` the card loads from ``folder``'s path."""
+    folder = Path(folder)
+    name = None
+    if grid is not None:
+        name = f"{GRID_NAME}{Path(grid).suffix.lower() or '.webp'}" if isinstance(grid, (str, Path)) \
+            else f"{GRID_NAME}.webp"
+    fields = {"folder": folder, "vae": type(pipe.vae).__name__, **card, "grid": name}
 
     def write(tmp: Path) -> None:
         pipe.save_pretrained(tmp)
-        (tmp / "README.md").write_text(MODEL_CARD.format(**card), encoding="utf-8")
+        if isinstance(grid, (str, Path)):
+            shutil.copyfile(grid, tmp / name)
+        elif grid is not None:
+            grid.save(tmp / name, format="WEBP", lossless=True)
+        model_card(**fields).save(tmp / "README.md")
 
     return save_folder(folder, write)

@@ -33,6 +33,7 @@ from .errors import ConfigError
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_objective import FlowObjective, TextEmbeddingCache
 from .guards import NonFiniteError, agree, nonfinite_weight
+from .hub import HubPusher, HubPushError, hub_id, newest_grid
 from .latent_statistics import measure_latent_statistics
 from .latent_cache import CachedCollator, build_or_open, default_cache_dir
 from .metrics import MetricsLog
@@ -71,6 +72,7 @@ class Run:
     flow_objective: FlowObjective | None
     test_images: list = field(default_factory=list)
     validator: object | None = None  # validation.Validator of --validation_split / _data_path / _dataset_name
+    pusher: HubPusher | None = None  # --push_to_hub, on the main process
     resumed: bool = False
 
     def batches(self):
@@ -198,11 +200,25 @@ class Run:
             return
         cfg = self.cfg
         pipe.transformer.register_to_config(sample_size=cfg.img_size // pipe.vae_scale_factor)
+        bases = [hub_id(cfg.pretrained_vae_model_name_or_path), hub_id(cfg.model_checkpoint)]
         card = {"name": self.out.name, "backbone": pipe.text_encoder.backbone.config.model_type,
                 "steps": self.progress.global_step, "data": cfg.dataset_name or cfg.data_path, "size": cfg.img_size,
-                "caption": cfg.sample_captions[0], "shift": cfg.timestep_shift}
+                "caption": cfg.sample_captions[0], "shift": cfg.timestep_shift,
+                "repo_id": self.pusher.repo_id if self.pusher else None, "base_model": [b for b in bases if b] or None}
         with ema_weights(pipe.transformer, self.models.ema):
-            export_pipeline(pipe, self.out / "pipeline", card)
+            export_pipeline(pipe, self.out / "pipeline", card, grid=newest_grid(self.out / "samples", "flow"))
+
+    def push(self, final: bool) -> None:
+        """``--push_to_hub``: the exported pipeline (or a VAE run's ``vae/``) at the end, blocking; with
+        ``--hub_push_checkpoints`` the checkpoint just saved, in the background."""
+        if self.pusher is None:
+            return
+        step = self.progress.global_step
+        if not final:
+            self.pusher.push_checkpoint(step)
+            return
+        folder = self.out / ("pipeline" if self.models.transformer is not None else "vae")
+        self.pusher.push_final(step, folder)
 
     def pipeline(self):
         """A pipeline of the models as they are now (every process calls this; ``None`` off the main process)."""
@@ -249,6 +265,7 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     broadcast_object_list(aside)  # every process reads the moved --model_checkpoint and lr_sav.json
     cfg.model_checkpoint = follow(cfg.model_checkpoint, out, aside[0])
 
+    pusher = _hub_pusher(accelerator, cfg, out) if cfg.push_to_hub else None  # before the long work
     models = build_components(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
     max_length = models.text_encoder.config.max_length if models.text_encoder is not None else 77
@@ -287,7 +304,22 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
     return Run(accelerator, cfg, out, models, optim, tokenizer, dataset, loader, progress, state, total_steps,
                MetricsLog(accelerator, out / "logs", resumed_at=progress.global_step),
                vae_objective=VAEObjective(cfg) if cfg.trains_vae else None, flow_objective=flow_objective,
-               test_images=test_images, validator=validator, resumed=resume is not None)
+               test_images=test_images, validator=validator, pusher=pusher, resumed=resume is not None)
+
+
+def _hub_pusher(accelerator, cfg: TrainConfig, out: Path) -> HubPusher | None:
+    """The run's Hub repo, made (or found) now on the main process: a bad token or name stops every process
+    before training, not after it."""
+    pusher, failed = None, [None]
+    if accelerator.is_main_process:
+        try:
+            pusher = HubPusher(out, cfg.hub_model_id, cfg.hub_token, cfg.hub_private_repo)
+        except HubPushError as err:
+            failed = [str(err)]
+    broadcast_object_list(failed)
+    if failed[0] is not None:
+        raise HubPushError(failed[0])
+    return pusher
 
 
 def _validator(accelerator, cfg: TrainConfig, tokenizer, max_length: int):

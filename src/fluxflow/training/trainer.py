@@ -178,6 +178,8 @@ def _periodic_outputs(run: Run) -> None:
         run.checkpoint()
     if step % (cfg.checkpoint_save_interval * cfg.samples_per_checkpoint) == 0:
         run.save_samples()
+    if step % cfg.checkpoint_save_interval == 0 and cfg.hub_push_checkpoints:  # after the samples: their grid too
+        run.push(final=False)
 
 
 def _stop(run: Run, signal_name: str, saved: bool) -> None:
@@ -185,6 +187,8 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
     step = run.progress.global_step
     if saved:
         run.checkpoint()
+    if run.pusher is not None:
+        run.pusher.wait()  # a checkpoint push in flight finishes; the final push comes with the resumed run
     run.accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
     run.accelerator.end_training()
     if saved or run.resumed:
@@ -195,8 +199,8 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
 
 
 def _finish(run: Run, stop: StopSignal) -> None:
-    """A sync check, latent statistics, validation, final checkpoint, exported models, last samples. A stop
-    signal on the way ends it after the part in progress: the final checkpoint comes first, so nothing trained is
+    """A sync check, latent statistics, validation, final checkpoint, last samples, exported models and the
+    Hub push. A stop signal on the way ends it after the part in progress: the final checkpoint comes first, so nothing trained is
     lost."""
     accelerator, cfg, step = run.accelerator, run.cfg, run.progress.global_step
     _check_parameters_in_sync(run)
@@ -209,8 +213,9 @@ def _finish(run: Run, stop: StopSignal) -> None:
         logger.warning("%s: stopped after the final checkpoint of step %d; the same command plus "
                        "--resume_from_checkpoint latest writes vae/, pipeline/ and the last samples", stop.name, step)
     else:
+        run.save_samples()  # first: the model card shows the final samples' grid
         run.export()
-        run.save_samples()
+        run.push(final=True)
     accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
     accelerator.end_training()
     skips = getattr(run.dataset, "skips", None)
