@@ -100,6 +100,8 @@ def _problems(tmp_path, *flags):
     (["--train_vae", "--validation_split", "1"], "--validation_split must be < 1"),
     (["--train_vae", "--validation_split", "0.1", "--validation_data_path", "."], "exclude each other"),
     (["--train_vae", "--hub_push_checkpoints"], "--hub_push_checkpoints needs --push_to_hub"),
+    (["--train_vae", "--early_stop_metric", "psnr"], "give a training loss (loss/vae, loss/flow, ...) or a"),
+    (["--train_vae", "--early_stop_metric", "val/vae/psnr"], "is a validation metric: give --validation_split"),
 ])
 def test_invalid_flags_fail_before_anything_is_built(tmp_path, flags, message):
     assert message in _problems(tmp_path, *flags)

@@ -165,6 +165,18 @@ class TrainConfig(DataConfig):
     max_validation_samples: int = flag(32, "Validate on at most this many held-out samples (the first ones)", STEPS)
     validation_judge_prompts: int = flag(8, "On the embedded shapes data: images generated for this many held-out "
                                             "captions and scored by the shapes judge (0: none)", COUNT)
+    # --- ending early (a stage's transition in a pipeline file)
+    early_stop_metric: str | None = flag(None, "End the run (exports included) when this logged metric, a training "
+                                               "loss such as loss/vae or a validation metric such as val/flow/loss, "
+                                               "has not improved for --early_stop_patience evaluations", Field("str"))
+    early_stop_patience: int = flag(3, "Evaluations of --early_stop_metric without improvement that end the run",
+                                    STEPS)
+    early_stop_threshold: float = flag(0.0, "The least change of --early_stop_metric that counts as an improvement",
+                                       NON_NEGATIVE)
+    early_stop_mode: str = flag("min", "Whether --early_stop_metric improves downwards (min: losses) or upwards "
+                                       "(max: PSNR, SSIM, judge accuracy)", _choice("min", "max"))
+    dry_run: bool = flag(False, "Check the config, print the plan (stages, modes, trained components, optimizers, "
+                                "learning rates at start and end, data, steps) and exit without training")
     # --- sharing
     push_to_hub: bool = flag(False, "Upload the exported pipeline/ (with its model card) to the Hub at the end")
     hub_model_id: str | None = flag(None, "Hub repo of --push_to_hub, 'user/name' (default: the --output_path "
@@ -395,6 +407,13 @@ class TrainConfig(DataConfig):
                 p += [f"validation data ({given[0]}): {q}" for q in err.problems]
         if self.validates and self.trains_vae and importlib.util.find_spec("torchmetrics") is None:
             p.append("validating a VAE (PSNR, SSIM, MS-SSIM) needs torchmetrics: pip install 'fluxflow[metrics]'")
+        metric = self.early_stop_metric
+        if metric and not metric.startswith(("loss/", "val/")):
+            p.append(f"--early_stop_metric {metric!r}: give a training loss (loss/vae, loss/flow, ...) or a "
+                     "validation metric (val/flow/loss, val/vae/psnr, ...)")
+        elif metric and metric.startswith("val/") and not self.validates:
+            p.append(f"--early_stop_metric {metric} is a validation metric: give --validation_split, "
+                     "--validation_data_path or --validation_dataset_name")
         if self.hub_push_checkpoints and not self.push_to_hub:
             p.append("--hub_push_checkpoints needs --push_to_hub")
         if self.hub_model_id and not self.push_to_hub:

@@ -10,7 +10,8 @@ import torch
 
 class TrainProgress:
     """Optimizer steps done, the epoch and the micro-batches read in it, skipped-step counters, the metrics
-    window not yet logged, the VAE's measured latent statistics, and the training noise generator.
+    window not yet logged, the VAE's measured latent statistics, the early-stop record, and the training noise
+    generator.
 
     The noise (VAE sampling, caption dropout, flow noise and noise levels) is reseeded at the start of every
     optimizer step from ``(seed, process index, step)``: a run resumed at step N draws exactly the noise an
@@ -26,6 +27,7 @@ class TrainProgress:
         self.nonfinite_in_a_row = 0
         self.window: defaultdict[str, float] = defaultdict(float)  # sums since the last log line
         self.latent_statistics: dict | None = None  # {"step", "shift", "scale"} measured at the end of a VAE run
+        self.early_stop: dict = {"best": None, "best_step": None, "bad": 0, "ended": None}  # see early_stop.py
         self.noise = torch.Generator(device=device)
         self.start_step()
 
@@ -37,7 +39,8 @@ class TrainProgress:
     def state_dict(self) -> dict:
         return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
                 "skipped_steps": self.skipped_steps, "nonfinite_in_a_row": self.nonfinite_in_a_row,
-                "window": dict(self.window), "latent_statistics": self.latent_statistics}
+                "window": dict(self.window), "latent_statistics": self.latent_statistics,
+                "early_stop": dict(self.early_stop)}
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = int(state["global_step"])
@@ -47,4 +50,5 @@ class TrainProgress:
         self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
         self.window = defaultdict(float, state.get("window", {}))
         self.latent_statistics = state.get("latent_statistics")
+        self.early_stop = dict(state.get("early_stop", self.early_stop))
         self.start_step()

@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .data import CaptionCollator, build_dataset, is_streaming, make_dataloader, prepare_dataloader
 from .earlier_run import follow, set_aside_earlier_run
 from .errors import ConfigError
+from .early_stop import observe
 from .export import build_pipeline, ema_copy, ema_weights, export_pipeline, sampling_scheduler, save_flow_samples
 from .flow_objective import FlowObjective, TextEmbeddingCache
 from .guards import NonFiniteError, agree, nonfinite_weight
@@ -73,6 +74,7 @@ class Run:
     test_images: list = field(default_factory=list)
     validator: object | None = None  # validation.Validator of --validation_split / _data_path / _dataset_name
     pusher: HubPusher | None = None  # --push_to_hub, on the main process
+    validated_at: int | None = None  # the step of the last validation
     resumed: bool = False
 
     def batches(self):
@@ -117,6 +119,7 @@ class Run:
                        "samples_per_s": images / max(seconds, 1e-9),
                        "samples_per_s_per_process": images / accelerator.num_processes / max(seconds, 1e-9)})
         self.metrics.log(progress.global_step, values)
+        observe(cfg, progress.early_stop, progress.global_step, values)  # the same values on every process
         if accelerator.is_main_process:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith(("loss/", "lr/")))
             logger.info("step %d: %s, %.1f samples/s", progress.global_step, shown, values["samples_per_s"])
@@ -175,18 +178,23 @@ class Run:
     def validate(self) -> None:
         """Metrics of the held-out samples at this step (``validation.Validator``: fixed noise, so the curve is
         not noisy), logged like every metric; the flow processor with its EMA weights, as samples are. Every
-        process calls this (FSDP gathers); the main process computes."""
+        process calls this (FSDP gathers); the main process computes, and shares the values when an
+        ``--early_stop_metric`` is a validation metric (every process ends at the same step)."""
         names = ("vae", "transformer", "text_encoder")
         models = {name: self._whole(name) if getattr(self.models, name) is not None else None for name in names}
-        if not self.accelerator.is_main_process:
-            return
-        step, transformer = self.progress.global_step, models["transformer"]
-        with ema_weights(transformer, self.models.ema if transformer is not None else None):
-            values = self.validator(**models, pipeline_factory=lambda: build_pipeline(
-                models["vae"], transformer, models["text_encoder"], self.tokenizer, self.cfg.timestep_shift))
-        self.metrics.log(step, values)
-        shown = ", ".join(f"{k.removeprefix('val/')}={values[k]:.4g}" for k in HEADLINE if k in values)
-        logger.info("step %d: validation %s (%.1f s)", step, shown, values["val/seconds"])
+        step, transformer, values = self.progress.global_step, models["transformer"], {}
+        if self.accelerator.is_main_process:
+            with ema_weights(transformer, self.models.ema if transformer is not None else None):
+                values = self.validator(**models, pipeline_factory=lambda: build_pipeline(
+                    models["vae"], transformer, models["text_encoder"], self.tokenizer, self.cfg.timestep_shift))
+            self.metrics.log(step, values)
+            shown = ", ".join(f"{k.removeprefix('val/')}={values[k]:.4g}" for k in HEADLINE if k in values)
+            logger.info("step %d: validation %s (%.1f s)", step, shown, values["val/seconds"])
+        self.validated_at = step
+        if (self.cfg.early_stop_metric or "").startswith("val/"):
+            shared = [values]
+            broadcast_object_list(shared)
+            observe(self.cfg, self.progress.early_stop, step, shared[0])
 
     def export(self) -> None:
         """``vae/`` always; ``pipeline/`` (a complete diffusers folder, EMA weights when EMA is on) with a flow

@@ -9,6 +9,7 @@ steps (``global_step``).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_text_atomically
 from .checkpoint import resolve_resume
 from .config import TrainConfig
 from .data.config import FOLDER_BUILDERS
@@ -32,6 +34,7 @@ from .signals import StopSignal
 
 logger = logging.getLogger("fluxflow.train")
 
+RUN_END = "run_end.json"  # in logs/: written when a run has finished
 # the loss a component's ReduceLROnPlateau steps on when its `monitor` is "loss" (the default)
 OWN_LOSS = {"vae": "loss/vae", "vae_encoder": "loss/vae", "vae_decoder": "loss/vae",
             "discriminator": "loss/discriminator", "flow": "loss/flow", "text_encoder": "loss/flow"}
@@ -52,7 +55,7 @@ def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None, stop: 
         bar = tqdm(total=run.total_steps, initial=progress.global_step, desc="training",
                    disable=not accelerator.is_local_main_process)
         last = time.perf_counter()
-        while progress.global_step < run.total_steps and not stopping:
+        while progress.global_step < run.total_steps and not stopping and progress.early_stop["ended"] is None:
             with accelerator.accumulate(*run.models.with_gradients().values()):
                 logs = _micro_step(run, next(batches))
                 synced = accelerator.sync_gradients
@@ -170,10 +173,12 @@ def _periodic_outputs(run: Run) -> None:
     """Validation every ``--validation_interval`` steps, a checkpoint every ``--checkpoint_save_interval``,
     samples every ``--samples_per_checkpoint`` checkpoints; the last step's come from :func:`_finish`."""
     step, cfg = run.progress.global_step, run.cfg
-    if step >= run.total_steps:
+    if step >= run.total_steps or run.progress.early_stop["ended"]:
         return
     if run.validator is not None and step % cfg.validation_every == 0:  # before the checkpoint: a run resumed
         run.validate()                                                     # from it has this row already
+    if run.progress.early_stop["ended"]:  # the validation ended the run: _finish saves this step
+        return
     if step % cfg.checkpoint_save_interval == 0:
         run.checkpoint()
     if step % (cfg.checkpoint_save_interval * cfg.samples_per_checkpoint) == 0:
@@ -199,15 +204,18 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
 
 
 def _finish(run: Run, stop: StopSignal) -> None:
-    """A sync check, latent statistics, validation, final checkpoint, last samples, exported models and the
-    Hub push. A stop signal on the way ends it after the part in progress: the final checkpoint comes first, so nothing trained is
-    lost."""
+    """A sync check, latent statistics, validation, final checkpoint, last samples, exported models, the Hub
+    push and ``logs/run_end.json``. A stop signal on the way ends it after the part in progress: the final
+    checkpoint comes first, so nothing trained is lost (and the run is not recorded as finished)."""
     accelerator, cfg, step = run.accelerator, run.cfg, run.progress.global_step
     _check_parameters_in_sync(run)
     if cfg.train_vae or cfg.gan_training:
         _store_latent_statistics(run)
-    if run.validator is not None:
+    if run.validator is not None and run.validated_at != step:
         run.validate()
+    ended = run.progress.early_stop["ended"]
+    if ended:
+        logger.info("step %d: ending early: %s", step, ended)
     run.checkpoint()
     if agree(accelerator, stop.received is not None)[0]:  # one decision for all: exports gather under FSDP
         logger.warning("%s: stopped after the final checkpoint of step %d; the same command plus "
@@ -216,12 +224,20 @@ def _finish(run: Run, stop: StopSignal) -> None:
         run.save_samples()  # first: the model card shows the final samples' grid
         run.export()
         run.push(final=True)
+        if accelerator.is_main_process:
+            _record_end(run, ended or f"trained the planned {run.total_steps} optimizer steps")
     accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
     accelerator.end_training()
     skips = getattr(run.dataset, "skips", None)
     if skips is not None and skips.total():
         logger.warning("data: %s", skips.summary())
     logger.info("training done at step %d; outputs in %s", step, run.out)
+
+
+def _record_end(run: Run, reason: str) -> None:
+    """``logs/run_end.json``: the step a finished run ended at and why (a pipeline stage's transition)."""
+    record = {"step": run.progress.global_step, "reason": reason}
+    write_text_atomically(run.out / "logs" / RUN_END, json.dumps(record, indent=1) + "\n")
 
 
 @torch.no_grad()
