@@ -3,19 +3,21 @@
     python examples/shapes_demo.py [--quick] [--out outputs/demo] [--vae_steps N] [--flow_steps N]
 
 1. writes the captioned shapes set (training images and held-out test images);
-2. trains the VAE (stage 1: reconstruction + KL, SPADE; no GAN: at this size and length the adversarial term
-   slowed reconstruction down);
-3. trains the flow processor on its latents (stage 2) with the pretrained offline all-MiniLM-L6-v2 text
-   encoder, CFG caption dropout and EMA, and exports `pipeline/`;
-4. generates one image per held-out caption with `FluxFlowPipeline`, writes a grid and prints the shapes
+2. runs the pipeline file `examples/pipelines/shapes_demo.yaml` (its steps set by this script's plan, the file
+   as run saved as `<out>/pipeline.yaml`): stage 1 trains the VAE (reconstruction + KL, SPADE; no GAN: at
+   this size and length the adversarial term slowed reconstruction down), stage 2 the flow processor on its
+   cached latents with the pretrained offline all-MiniLM-L6-v2 text encoder, CFG caption dropout and EMA;
+   both validate on the held-out split at every checkpoint; `<out>/pipeline/` is the exported pipeline;
+3. generates one image per held-out caption with `FluxFlowPipeline`, writes a grid and prints the shapes
    judge's accuracy (colour, shape, position, background), also saved as `result.json`;
-5. writes each stage's report page (`vae/report.html`, `flow/report.html`): its curves, validation on the
-   held-out split at every checkpoint, sample grids across checkpoints, config and model card.
+4. writes each stage's report page (`stages/1-vae/report.html`, `stages/2-flow/report.html`): its curves,
+   validation, sample grids across checkpoints, config and model card.
 
 Full: about 17 minutes on 2 CPU cores (measured 17 min 11 s: VAE 2,000 steps 609 s, flow 3,000 steps on the
 latent cache 413 s; judge 0.70 on all four attributes, VAE ceiling 0.80); `--quick`: about a minute (a smoke
 test, not a useful model).
-Each stage resumes from its latest checkpoint when run again.
+Run again, it continues where it stopped (`--resume_from_checkpoint latest`): a stage stopped by Ctrl+C or
+SIGTERM is finished first, and the flow stage never starts on an unfinished VAE.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from fluxflow import FluxFlowPipeline
 from fluxflow.cli.train import main as train
@@ -37,13 +40,20 @@ QUICK = {"n": 128, "n_test": 16, "vae_steps": 30, "flow_steps": 40, "sample_step
 FULL_TIME = "about 17 minutes on 2 CPU cores"  # measured 17 min 11 s (see the docstring)
 QUICK_TIME = "about a minute"
 SIZE = 32  # pixels; a 3-stage VAE (4x downsampling) keeps 8x8x16 latents, enough for small objects
+PIPELINE = Path(__file__).resolve().parent / "pipelines" / "shapes_demo.yaml"
 
 
-def run_stage(name: str, flags: list[str]) -> None:
-    start = time.perf_counter()
-    if train(flags) != 0:
-        raise SystemExit(f"shapes demo: the {name} stage failed")
-    print(f"shapes demo: {name} stage done in {time.perf_counter() - start:.0f} s")
+def pipeline_file(out: Path, plan: dict) -> Path:
+    """``examples/pipelines/shapes_demo.yaml`` with the plan's steps, written to ``out/pipeline.yaml``."""
+    spec = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
+    vae, flow = spec["stages"]
+    vae["transition"], flow["transition"] = {"steps": plan["vae_steps"]}, {"steps": plan["flow_steps"]}
+    flow["sample_steps"] = plan["sample_steps"]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "pipeline.yaml"
+    path.write_text(f"# {PIPELINE.name} as this demo ran it\n" + yaml.safe_dump(spec, sort_keys=False),
+                    encoding="utf-8")
+    return path
 
 
 def main(argv=None) -> int:
@@ -66,23 +76,18 @@ def main(argv=None) -> int:
     plan.update({k: v for k, v in (("vae_steps", args.vae_steps), ("flow_steps", args.flow_steps)) if v})
     data = write_shapes_dataset(out / "data", plan["n"], size=SIZE, seed=0, n_test=plan["n_test"],
                                 second_object_prob=0.0)
-    # validated on the held-out test split at every checkpoint: reconstruction quality, flow loss, judge
-    common = ["--img_size", str(SIZE), "--model_preset", "small", "--batch_size", "16", "--seed", "0",
-              "--workers", "0", "--log_interval", "25", "--resume_from_checkpoint", "latest",
-              "--validation_data_path", str(data / "test")]
-    run_stage("VAE", [*common, "--train_vae", "--train_spade", "--data_path", str(data / "train"),
-                      "--vae_block_out_channels", "32", "64", "128", "--max_train_steps", str(plan["vae_steps"]),
-                      "--lr", "1e-3", "--kl_warmup_steps", "200", "--checkpoint_save_interval", "200",
-                      "--output_path", str(out / "vae")])
-    run_stage("flow", [*common, "--train_diff_full", "--data_path", str(data / "train"),
-                       "--model_checkpoint", str(out / "vae" / "checkpoint.safetensors"),
-                       "--max_train_steps", str(plan["flow_steps"]), "--lr", "5e-4", "--use_ema",
-                       "--ema_decay", "0.995", "--max_sequence_length", "24", "--activation", "gelu",
-                       "--cache_latents", "--cache_dir", str(out / "cache"), "--checkpoint_save_interval", "500",
-                       "--sample_steps", str(plan["sample_steps"]), "--output_path", str(out / "flow"),
-                       "--sample_captions", *read_split(data / "test")[1][:2]])
+    start = time.perf_counter()
+    flags = ["--config", str(pipeline_file(out, plan)), "--output_path", str(out), "--resume_from_checkpoint",
+             "latest", "--data_path", str(data / "train"), "--validation_data_path", str(data / "test"),
+             "--cache_dir", str(out / "cache"), "--sample_captions", *read_split(data / "test")[1][:2]]
+    if train(flags) != 0:
+        raise SystemExit("shapes demo: training failed")
+    if not (out / "stages" / "2-flow" / "logs" / "run_end.json").is_file():  # stopped by a signal
+        print("shapes demo: stopped before the end of training; run it again to continue")
+        return 1
+    print(f"shapes demo: training done in {time.perf_counter() - start:.0f} s")
 
-    pipe = FluxFlowPipeline.from_pretrained(out / "flow" / "pipeline")
+    pipe = FluxFlowPipeline.from_pretrained(out / "pipeline")
     pipe.set_progress_bar_config(disable=True)
     captions = read_split(data / "test")[1]
     images = []
@@ -105,8 +110,8 @@ def main(argv=None) -> int:
                                                                   "held-out images)", result["vae_ceiling"])):
         print(f"shapes demo: {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()
                                                   if k not in ("n", "vae_ceiling")) + f" (n={scores['n']})")
-    reports = [write_report(out / stage) for stage in ("vae", "flow")]
-    print(f"shapes demo: grid {out / 'grid.png'}, pipeline {out / 'flow' / 'pipeline'}, report pages "
+    reports = [write_report(out / "stages" / stage) for stage in ("1-vae", "2-flow")]
+    print(f"shapes demo: grid {out / 'grid.png'}, pipeline {out / 'pipeline'}, report pages "
           f"{reports[0]} and {reports[1]}")
     return 0
 

@@ -36,3 +36,19 @@ def sigterm_after_step(monkeypatch, step: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(trainer, "_end_step", signalled)
+
+
+def sigterm_in(monkeypatch, run_folder: str, step: int) -> None:
+    """SIGTERM once, right after optimizer step ``step`` of the run whose output folder is named
+    ``run_folder`` (a pipeline stage's ``<i>-<name>``)."""
+    from fluxflow.training import trainer
+
+    end_step, sent = trainer._end_step, []
+
+    def signalled(run, logs, **kw):
+        end_step(run, logs, **kw)
+        if run.out.name == run_folder and run.progress.global_step == step and not sent:
+            sent.append(step)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "_end_step", signalled)

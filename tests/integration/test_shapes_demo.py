@@ -48,18 +48,29 @@ def test_help_states_the_plans_defaults(capsys):
         demo.FULL["vae_steps"], demo.FULL["flow_steps"]]
 
 
-def test_quick_shapes_demo_runs_end_to_end(tmp_path):
+def test_quick_shapes_demo_runs_end_to_end_and_a_stop_in_the_vae_stage_waits(tmp_path, monkeypatch):
+    """A SIGTERM during the VAE stage stops the demo there (it once went on to train the flow processor on the
+    unfinished VAE); run again, it finishes that stage, then the flow stage."""
+    from resume_check import sigterm_in
+
     demo = load_demo()
+    sigterm_in(monkeypatch, "1-vae", 10)
+    assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30"]) == 1
+    assert (tmp_path / "stages" / "1-vae" / "state" / "checkpoint-11").is_dir()  # the step in progress
+    assert not (tmp_path / "stages" / "2-flow").exists()
     assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30"]) == 0
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert result["n"] == demo.QUICK["n_test"] and 0.0 <= result["accuracy"] <= 1.0
     assert result["vae_ceiling"]["n"] == demo.QUICK["n_test"] and 0.0 <= result["vae_ceiling"]["shape"] <= 1.0
     assert Image.open(tmp_path / "grid.png").size == (8 * 64, 2 * 64)
-    assert (tmp_path / "flow" / "pipeline" / "model_index.json").exists()
+    assert (tmp_path / "pipeline" / "model_index.json").exists()
     from fluxflow.training.checkpoint import state_folders
 
-    assert state_folders(tmp_path / "flow")[-1].name == "checkpoint-30"  # --flow_steps overrides the plan
-    rows = read_metrics(tmp_path / "flow" / "logs" / "metrics.jsonl")
+    stages = tmp_path / "stages"
+    assert state_folders(stages / "2-flow")[-1].name == "checkpoint-30"  # --flow_steps overrides the plan
+    vae_rows = read_metrics(stages / "1-vae" / "logs" / "metrics.jsonl")
+    assert [r["step"] for r in vae_rows if "loss/vae" in r] == [25, 30]  # --log_interval 25, and the end
+    rows = read_metrics(stages / "2-flow" / "logs" / "metrics.jsonl")
     assert [r["step"] for r in rows if "val/flow/loss" in r and "val/judge/accuracy" in r] == [30]
-    assert "val/vae/psnr" in read_metrics(tmp_path / "vae" / "logs" / "metrics.jsonl")[-1]
-    assert all((tmp_path / stage / "report.html").is_file() for stage in ("vae", "flow"))
+    assert "val/vae/psnr" in vae_rows[-1]
+    assert all((stages / stage / "report.html").is_file() for stage in ("1-vae", "2-flow"))

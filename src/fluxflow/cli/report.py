@@ -2,6 +2,7 @@
 
     fluxflow-report out/my_run                     # writes out/my_run/report.html
     fluxflow-report out/my_run --out run.html
+    fluxflow-report out/my_pipeline                # a pipeline run: one page per stage (stages/<i>-<name>/)
 
 The page needs no server and fetches nothing: open it in a browser, or attach it to an issue. It can be
 rewritten while the run trains (the file is replaced atomically).
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not folder.is_dir():
         print(f"{PROG}: {folder} is not a folder (give a training run's --output_path)", file=sys.stderr)
         return 2
+    stages = sorted(p for p in (folder / "stages").glob("*-*") if p.is_dir()) if not args.out else []
+    if stages:  # a pipeline run: each stage is a run of its own
+        return max(main([str(stage)]) for stage in stages)
     if not any((folder / part).exists() for part in RUN_PARTS):
         print(f"{PROG}: {folder} holds none of logs/metrics.jsonl, samples/, pipeline/: is it a training "
               "run's output folder?", file=sys.stderr)

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(argv, stop) -> int:
     from ..training.arguments import load_config
+    from ..training.plan import plan_text
+    from ..training.stages import load_pipeline, single_stage
     from ..training.checkpoint import CheckpointError
     from ..training.data import DataError
     from ..training.errors import ConfigError
@@ -37,7 +39,12 @@ def _train(argv, stop) -> int:
     from ..training.hub import HubPushError
 
     try:
-        cfg, optim_config = load_config(argv)
+        pipeline = load_pipeline(argv)  # a --config file with stages:, else None
+        if pipeline is None:
+            cfg, optim_config = load_config(argv)
+        if (pipeline[0] if pipeline else cfg).dry_run:  # the plan, checked, and nothing trained
+            print(plan_text(pipeline[1] if pipeline else [single_stage(cfg, optim_config)]), end="")
+            return 0
     except SystemExit as exit:  # argparse printed the help (0) or its usage error naming the flag (2)
         return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 2
     except ConfigError as err:
@@ -48,7 +55,12 @@ def _train(argv, stop) -> int:
     try:
         from ..training.trainer import train
 
-        train(cfg, optim_config, stop)
+        if pipeline is not None:
+            from ..training.staged import run_stages
+
+            run_stages(*pipeline, stop)
+        else:
+            train(cfg, optim_config, stop)
     except (ConfigError, DataError) as err:
         return _error(err)
     except (NonFiniteError, CheckpointError) as err:  # the run started; the last checkpoint on disk is kept

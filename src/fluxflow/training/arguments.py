@@ -3,7 +3,8 @@
 Precedence: built-in default < ``--config FILE`` (YAML or JSON) < command line. A config file uses the field
 names (or their aliases) as keys, flat or grouped under ``data:``, ``model:``, ``training:``, ``output:``, and
 may hold the optimizer/scheduler sections (``optimizers:``, ``schedulers:``, ``scheduler_config:``). Unknown
-keys are errors with the closest name. :func:`load_config` parses and validates, once.
+keys are errors with the closest name. :func:`load_config` parses and validates, once. A file with a
+``stages:`` list is a multi-stage pipeline, read by ``stages.py`` with the helpers here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .files import read_structured_file
 from .optim import SECTIONS, OptimSchedConfig, load_optim_sched_config
 
 GROUPS = ("data", "model", "training", "output")
+PIPELINE_KEYS = ("stages", "defaults")  # a multi-stage pipeline file (stages.py)
 
 
 def _field_types() -> dict[str, object]:
@@ -75,52 +77,97 @@ def _base_type(kind) -> type:
     return args[0] if args else kind
 
 
-def read_train_config_file(path: str | os.PathLike) -> tuple[dict, OptimSchedConfig | None]:
-    """``(training fields, optimizer/scheduler config or None)`` of a YAML/JSON config.
-
-    Every problem of the file is named at once, with its key path (``training.lr``): unknown keys, values of
-    the wrong type (``null`` only where a flag's default is ``None``), and the checks of the sections.
-    """
-    path = Path(path)
-    data = read_structured_file(path)
+def read_config_mapping(path: str | os.PathLike) -> dict:
+    """The parsed ``--config`` file, which must be a mapping (else a :class:`ConfigError` naming the file)."""
+    data = read_structured_file(Path(path))
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping of option names, got {type(data).__name__}",
                           source=str(path))
+    return data
+
+
+def read_options(data: dict, problems: list[str], *, where: str = "", extra: tuple[str, ...] = ()
+                 ) -> tuple[dict, dict]:
+    """``(training values by field name, optimizer/scheduler sections as written)`` of one mapping of options,
+    flat or grouped under ``data:``/``model:``/``training:``/``output:``.
+
+    Every problem (unknown key, value of the wrong type: ``null`` only where a flag's default is ``None``) is
+    appended to ``problems`` with its key path, after ``where`` (``"defaults."``); a value with a problem is
+    left out. Keys in ``extra`` belong to the caller: skipped here, offered as suggestions."""
     names, types, aliases = {f.name for f in fields(TrainConfig)}, _field_types(), _aliases()
-    values, sections, problems = {}, {}, []
+    values, sections = {}, {}
 
     def take(key_path: str, key: str, value) -> None:
         name = aliases.get(key, key)
-        values[name] = value
-        problems.extend(_type_problems(key_path, types[name], value))
+        wrong = _type_problems(key_path, types[name], value)
+        problems.extend(wrong)
+        if not wrong:
+            values[name] = value
 
     for key, value in data.items():
+        if key in extra:
+            continue
         if key in SECTIONS:
             sections[key] = value
         elif key in GROUPS:
             if not isinstance(value, dict):
-                problems.append(f"{key} must be a mapping of option names, got {type(value).__name__}")
+                problems.append(f"{where}{key} must be a mapping of option names, got {type(value).__name__}")
                 continue
             for sub, v in value.items():
                 if sub in names or sub in aliases:
-                    take(f"{key}.{sub}", sub, v)
+                    take(f"{where}{key}.{sub}", sub, v)
                 elif sub in SECTIONS:
-                    problems.append(f"{key}.{sub}: the {sub} section belongs at the top level, not in {key}")
+                    problems.append(f"{where}{key}.{sub}: the {sub} section belongs at the top level, not in "
+                                    f"{key}")
                 else:
-                    problems.append(f"{key}.{sub} is not an option{did_you_mean(sub, names)}")
+                    problems.append(f"{where}{key}.{sub} is not an option{did_you_mean(sub, names)}")
         elif key in names or key in aliases:
-            take(str(key), key, value)
+            take(f"{where}{key}", key, value)
         else:
-            problems.append(f"{key} is not an option{did_you_mean(key, [*names, *SECTIONS, *GROUPS])}")
-    optim = None
-    if sections:
-        try:
-            optim = load_optim_sched_config(sections)
-        except ConfigError as err:
-            problems += err.problems
+            candidates = [*names, *SECTIONS, *GROUPS, *extra]
+            problems.append(f"{where}{key} is not an option{did_you_mean(key, candidates)}")
+    return values, sections
+
+
+def sections_config(sections: dict, problems: list[str], where: str = "") -> OptimSchedConfig | None:
+    """The optimizer/scheduler config of ``sections`` (``None`` when there are none); its problems, after
+    ``where``, go to ``problems``."""
+    if not sections:
+        return None
+    try:
+        return load_optim_sched_config(sections)
+    except ConfigError as err:
+        problems.extend(where + q for q in err.problems)
+        return None
+
+
+def read_train_config_file(path: str | os.PathLike) -> tuple[dict, OptimSchedConfig | None]:
+    """``(training fields, optimizer/scheduler config or None)`` of a single run's YAML/JSON config.
+
+    Every problem of the file is named at once, with its key path (``training.lr``): unknown keys, values of
+    the wrong type, and the checks of the sections. A pipeline file (``stages:``) is refused: it is read by
+    :func:`fluxflow.training.stages.load_pipeline`.
+    """
+    data = read_config_mapping(path)
+    problems: list[str] = []
+    values, sections = read_options(data, problems, extra=PIPELINE_KEYS)
+    optim = sections_config(sections, problems)
+    if "stages" in data:
+        problems.append("stages: this file is a multi-stage pipeline; fluxflow-train runs it (through "
+                        "fluxflow.training.stages.load_pipeline), a single run cannot")
+    elif "defaults" in data:
+        problems.append("defaults: is merged under every stage of a pipeline, and this file has no stages: "
+                        "give the options at the top level")
     if problems:
         raise ConfigError(problems, source=str(path))
     return values, optim
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[dict, str | None]:
+    """``({field: value} of the flags given, the --config file or None)``; argparse's usage error
+    (``SystemExit(2)``) for a bad flag value."""
+    given = vars(build_parser().parse_args(argv))
+    return given, given.pop("config", None)
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, OptimSchedConfig | None]:
@@ -129,9 +176,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, OptimSched
 
     Bad flag values end in argparse's usage error (``SystemExit(2)``); a bad file in a :class:`ConfigError`.
     """
-    given = vars(build_parser().parse_args(argv))
+    given, config_file = parse_command_line(argv)
     values, optim = {}, None
-    config_file = given.pop("config", None)
     if config_file:
         values, optim = read_train_config_file(config_file)
     values.update(given)

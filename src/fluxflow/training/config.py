@@ -246,12 +246,15 @@ class TrainConfig(DataConfig):
         return self.validation_interval or self.checkpoint_save_interval
 
     # ------------------------------------------------------------------ validation
-    def validate(self, optim: OptimSchedConfig | None = None) -> OptimSchedConfig:
+    def validate(self, optim: OptimSchedConfig | None = None, *, after_stage: bool = False) -> OptimSchedConfig:
         """Raise :class:`ConfigError` naming every bad flag (reads only the file system); else return the
         optimizer/scheduler config of the run: ``--optim_sched_config`` loaded (once, here), or ``optim`` (the
-        sections of the ``--config`` file), or the empty config (every component on its defaults)."""
-        problems = [*self._mode_problems(), *self._field_problems(), *self._size_problems(),
-                    *self._file_problems()]
+        sections of the ``--config`` file), or the empty config (every component on its defaults).
+
+        ``after_stage``: a pipeline stage after the first, which starts from the previous stage's weights (not
+        written yet): it counts as having a ``--model_checkpoint``, and the sizes are checked by ``stages.py``."""
+        sizes = [] if after_stage else self._size_problems()
+        problems = [*self._mode_problems(after_stage), *self._field_problems(), *sizes, *self._file_problems()]
         try:
             DataConfig.validate(self)
         except ConfigError as err:
@@ -268,14 +271,14 @@ class TrainConfig(DataConfig):
             raise ConfigError(problems)
         return optim or OptimSchedConfig()
 
-    def _mode_problems(self) -> list[str]:
+    def _mode_problems(self, after_stage: bool = False) -> list[str]:
         p = []
         if not (self.trains_vae or self.trains_flow):
             p.append("no training mode: give at least one of --train_vae, --gan_training, --train_spade, "
                      "--train_diff, --train_diff_full")
         if self.train_diff and self.train_diff_full:
             p.append("--train_diff and --train_diff_full exclude each other: choose the partial or the full schedule")
-        if self.trains_flow and not self.train_vae and not self.model_checkpoint \
+        if self.trains_flow and not self.train_vae and not (self.model_checkpoint or after_stage) \
                 and not self.pretrained_vae_model_name_or_path:
             p.append("flow training without --train_vae needs a trained VAE: give --model_checkpoint (the "
                      "checkpoint.safetensors or vae/ folder of a VAE run) or --pretrained_vae_model_name_or_path")
