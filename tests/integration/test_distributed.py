@@ -114,3 +114,21 @@ def test_two_processes_build_the_latent_cache_together_and_train_on_it(shapes, t
     (cache,) = (tmp_path / "cache").iterdir()
     assert {p.name.split("-")[1] for p in cache.glob("shard-*.safetensors")} == {"00000", "00001"}
     assert '"samples": 16' in (cache / "manifest.json").read_text()
+
+
+def test_a_pipeline_file_runs_its_stages_on_two_processes(shapes, tmp_path):
+    """Stages under a launcher like single runs: stage 2 starts on both processes from stage 1's weights (the
+    Accelerate state of stage 1 is forgotten between them, the process group kept)."""
+    import yaml
+
+    pipeline = {"batch_size": 2, "stages": [
+        {"name": "vae", "train_vae": True, "transition": {"steps": 2}},
+        {"name": "flow", "train_diff_full": True, "gradient_accumulation_steps": 2, "transition": {"steps": 2}}]}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline), encoding="utf-8")
+    log = _run(2, shapes, tmp_path / "run", "--config", str(path))
+    assert log.count("parameters identical on all 2 processes") == 2
+    for stage in ("1-vae", "2-flow"):
+        rows = read_metrics(tmp_path / "run" / "stages" / stage / "logs" / "metrics.jsonl")
+        assert [r["step"] for r in rows] == [1, 2], stage
+    assert (tmp_path / "run" / "pipeline" / "model_index.json").is_file()

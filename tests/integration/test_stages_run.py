@@ -150,3 +150,23 @@ def test_the_report_of_a_pipeline_run_is_a_page_per_stage(straight, capsys):
     for folder in ("1-vae", "2-flow"):
         page = (straight / "stages" / folder / "report.html").read_text(encoding="utf-8")
         assert "loss/vae" in page if folder == "1-vae" else "loss/flow" in page
+
+
+def test_a_stage_continuing_the_flow_processor_continues_its_ema(straight, shapes):
+    """A stage (or run) from weights whose checkpoint holds an EMA starts its own average there, not at the
+    raw weights."""
+    from accelerate import Accelerator
+
+    from fluxflow.training.components import build_components
+    from fluxflow.training.config import TrainConfig
+
+    checkpoint = straight / "stages" / "2-flow" / "checkpoint.safetensors"
+    cfg = TrainConfig(data_path=str(shapes), img_size=32, model_preset="tiny", train_diff_full=True, use_ema=True,
+                      model_checkpoint=str(checkpoint))
+    models = build_components(cfg)
+    models.prepare(Accelerator(cpu=True), use_ema=True)
+    saved = _weights(checkpoint)
+    names = [name for name, _ in models.unwrapped("transformer").named_parameters()]
+    shadow = dict(zip(names, models.ema.shadow_params))
+    assert all(torch.equal(shadow[n], saved[f"transformer_ema.{n}"]) for n in names)
+    assert any(not torch.equal(shadow[n], saved[f"transformer.{n}"]) for n in names)  # ema_decay 0.5: apart

@@ -34,7 +34,8 @@ class Components:
     """The one holder of a run's models. Before :meth:`prepare` they are the models themselves; after it, each
     slot holds what the loop calls (``accelerator.prepare`` returned it when it trains: DDP/FSDP-wrapped, the VAE
     inside its training view :class:`VAEForward`). :meth:`unwrapped` gives the model itself for saving, sampling
-    and encoding. ``ema``: the flow processor's moving average (``--use_ema``). ``vae_needs_statistics``: a
+    and encoding. ``ema``: the flow processor's moving average (``--use_ema``), continued from a
+    ``--model_checkpoint``'s EMA weights when it has them (``ema_start``). ``vae_needs_statistics``: a
     pretrained VAE whose config.json sets no ``scaling_factor``; measure them from the data
     (:func:`~fluxflow.training.latent_statistics.measure_latent_statistics`) before flow training."""
 
@@ -45,6 +46,7 @@ class Components:
     train_vae: bool = True
     train_text_encoder: bool = False
     ema: EMAModel | None = None
+    ema_start: nn.Module | None = None  # a --model_checkpoint's EMA weights: the average continues from them
     vae_needs_statistics: bool = False
 
     def trained(self) -> dict:
@@ -90,7 +92,8 @@ class Components:
         else:
             self.text_encoder.to(accelerator.device)
         if use_ema:
-            self.ema = EMAModel(transformer.parameters(), decay=ema_decay, model_cls=FluxFlowTransformer,
+            start, self.ema_start = self.ema_start or transformer, None
+            self.ema = EMAModel(start.parameters(), decay=ema_decay, model_cls=FluxFlowTransformer,
                                 model_config=transformer.config)
             self.ema.to(accelerator.device)
 
@@ -150,6 +153,7 @@ def build_components(cfg: TrainConfig) -> Components:
         text_encoder.train(cfg.train_text_encoder)
     return Components(vae=vae, discriminator=disc, transformer=transformer, text_encoder=text_encoder,
                       train_vae=cfg.trains_vae, train_text_encoder=cfg.train_text_encoder,
+                      ema_start=loaded.get("transformer_ema") if cfg.use_ema and transformer is not None else None,
                       vae_needs_statistics=needs_statistics)
 
 

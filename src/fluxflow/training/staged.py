@@ -34,6 +34,14 @@ COPIED = (CHECKPOINT_FILE, "vae", "pipeline")  # what the top of the output fold
 def run_stages(top: TrainConfig, stages: list[Stage], stop: StopSignal) -> Path:
     """Train ``stages`` in order (every process calls this); returns the output folder. Stops after a stage
     that a signal stopped (resume it with ``--resume_from_checkpoint latest``)."""
+    try:
+        return _run_stages(top, stages, stop)
+    finally:
+        if (state := _processes()) is not None:
+            state.destroy_process_group()
+
+
+def _run_stages(top: TrainConfig, stages: list[Stage], stop: StopSignal) -> Path:
     root = Path(top.output_path)
     if _is_main_process():
         remove_leftovers(root)  # a copy to the top that a kill interrupted
@@ -41,22 +49,23 @@ def run_stages(top: TrainConfig, stages: list[Stage], stop: StopSignal) -> Path:
     for stage in stages:
         end = stage_end(stage)
         if end is not None:
-            logger.info("stage %d '%s': done at step %d (%s)", stage.index, stage.name, end["step"], end["reason"])
+            _say(logging.INFO, "stage %d '%s': done at step %d (%s)", stage.index, stage.name, end["step"],
+                 end["reason"])
         elif _stopped(stop):  # stopped between two stages: the next one does not start
-            logger.warning("%s: stopped before stage %d '%s'; continue with the same command plus "
-                           "--resume_from_checkpoint latest", stop.name, stage.index, stage.name)
+            _say(logging.WARNING, "%s: stopped before stage %d '%s'; continue with the same command plus "
+                 "--resume_from_checkpoint latest", stop.name, stage.index, stage.name)
             return root
         else:
-            logger.info("stage %d '%s': %s", stage.index, stage.name,
-                        "resuming" if state_folders(stage.folder) else "starting")
-            train(_stage_config(stage, root, last=stage is stages[-1]), stage.optim, stop)
-            if _stopped(stop) or stage_end(stage) is None:
-                logger.warning("stage %d '%s' stopped before its end; the next stage does not start. Continue "
-                               "with the same command plus --resume_from_checkpoint latest", stage.index, stage.name)
-                return root
+            _say(logging.INFO, "stage %d '%s': %s", stage.index, stage.name,
+                 "resuming" if state_folders(stage.folder) else "starting")
+            train(_stage_config(stage, root, last=stage is stages[-1]), stage.optim, stop, end_processes=False)
             _reset_accelerate()
+            if _stopped(stop) or stage_end(stage) is None:
+                _say(logging.WARNING, "stage %d '%s' stopped before its end; the next stage does not start. "
+                     "Continue with the same command plus --resume_from_checkpoint latest", stage.index, stage.name)
+                return root
         _publish(root, stage)
-    logger.info("all %d stages done; the last stage's models are in %s", len(stages), root)
+    _say(logging.INFO, "all %d stages done; the last stage's models are in %s", len(stages), root)
     return root
 
 
@@ -70,11 +79,13 @@ def _check_start(root: Path, stages: list[Stage], resuming: bool) -> None:
     """A new pipeline run refuses a folder holding another one's stages; a resumed one must have the same
     stages as the run it continues (names in order, recorded in ``stages/plan.json`` at the first start)."""
     plan_path, names = root / "stages" / PLAN_FILE, [s.folder.name for s in stages]
-    if plan_path.is_file():
-        before = json.loads(plan_path.read_text(encoding="utf-8"))["stages"]
+    before = json.loads(plan_path.read_text(encoding="utf-8"))["stages"] if plan_path.is_file() else None
+    _wait_for_everyone()  # every process has read it before the main process writes it
+    if before is not None:
         if not resuming:
-            raise ConfigError(f"--output_path {str(root)!r} holds an earlier pipeline run (stages {', '.join(before)}); "
-                              "continue it with --resume_from_checkpoint latest, or choose another --output_path")
+            raise ConfigError(f"--output_path {str(root)!r} holds an earlier pipeline run (stages "
+                              f"{', '.join(before)}); continue it with --resume_from_checkpoint latest, or choose "
+                              "another --output_path")
         if before != names:
             raise ConfigError(f"--resume_from_checkpoint: the run in {str(root)!r} has the stages "
                               f"{', '.join(before)}, this file has {', '.join(names)}; resume with the file it "
@@ -109,23 +120,44 @@ def _publish(root: Path, stage: Stage) -> None:
 
 
 def _reset_accelerate() -> None:
-    """Forget the finished stage's Accelerate settings (mixed precision, accumulation), keep the processes."""
+    """Forget the finished stage's Accelerate settings (mixed precision, accumulation); the processes and their
+    group stay for the next stage (ended in :func:`run_stages`)."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
 
 
+def _processes():
+    """Accelerate's process state under a launcher (made as ``Accelerator`` makes it: ``ACCELERATE_USE_CPU``
+    read), ``None`` in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _wait_for_everyone() -> None:
+    if (state := _processes()) is not None:
+        state.wait_for_everyone()
+
+
 def _stopped(stop: StopSignal) -> bool:
     """Whether a signal stopped the run: the main process decides for all (none starts a stage alone)."""
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     decision = [stop.received is not None]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        PartialState()  # the process group (the first stage's Accelerator would start it too)
+    if _processes() is not None:
         broadcast_object_list(decision)
     return decision[0]
+
+
+def _say(level: int, message: str, *args) -> None:
+    """A log line of the pipeline, once (from the main process)."""
+    if _is_main_process():
+        logger.log(level, message, *args)
 
 
 def _is_main_process() -> bool:

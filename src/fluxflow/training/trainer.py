@@ -40,10 +40,12 @@ OWN_LOSS = {"vae": "loss/vae", "vae_encoder": "loss/vae", "vae_decoder": "loss/v
             "discriminator": "loss/discriminator", "flow": "loss/flow", "text_encoder": "loss/flow"}
 
 
-def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None, stop: StopSignal | None = None) -> Path:
+def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None, stop: StopSignal | None = None,
+          end_processes: bool = True) -> Path:
     """Run one training job (``cfg`` validated, as ``arguments.load_config`` returns it); returns the output
     folder. SIGTERM/SIGINT (``stop``, installed here unless the caller installed it earlier) finish what is in
-    progress, save a checkpoint and return, at any point from the start-up to the last export."""
+    progress, save a checkpoint and return, at any point from the start-up to the last export.
+    ``end_processes=False`` keeps the process group of a launcher for more runs (a pipeline's next stage)."""
     with nullcontext(stop) if stop is not None else StopSignal() as stop, \
             readable_logs(os.environ.get("RANK", "0") == "0", local_data=_local_data(cfg)):
         run = setup_run(cfg, optim_config)
@@ -80,9 +82,9 @@ def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None, stop: 
                     _periodic_outputs(run)
         bar.close()
         if stopping:  # preempted or interrupted: save now, skip the end-of-run exports
-            _stop(run, stop.name, saved=progress.global_step > first_step)
+            _stop(run, stop.name, saved=progress.global_step > first_step, end_processes=end_processes)
         else:
-            _finish(run, stop)
+            _finish(run, stop, end_processes)
     return run.out
 
 
@@ -187,7 +189,7 @@ def _periodic_outputs(run: Run) -> None:
         run.push(final=False)
 
 
-def _stop(run: Run, signal_name: str, saved: bool) -> None:
+def _stop(run: Run, signal_name: str, saved: bool, end_processes: bool) -> None:
     """Stopped by a signal: a checkpoint of the steps done since the start (if any), and how to go on."""
     step = run.progress.global_step
     if saved:
@@ -195,7 +197,7 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
     if run.pusher is not None:
         run.pusher.wait()  # a checkpoint push in flight finishes; the final push comes with the resumed run
     run.accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
-    run.accelerator.end_training()
+    _end_training(run.accelerator, end_processes)
     if saved or run.resumed:
         logger.warning("%s: stopped after step %d with a checkpoint; continue with the same command plus "
                        "--resume_from_checkpoint latest", signal_name, step)
@@ -203,7 +205,7 @@ def _stop(run: Run, signal_name: str, saved: bool) -> None:
         logger.warning("%s: stopped before the first step; nothing to save, run the same command to start", signal_name)
 
 
-def _finish(run: Run, stop: StopSignal) -> None:
+def _finish(run: Run, stop: StopSignal, end_processes: bool) -> None:
     """A sync check, latent statistics, validation, final checkpoint, last samples, exported models, the Hub
     push and ``logs/run_end.json``. A stop signal on the way ends it after the part in progress: the final
     checkpoint comes first, so nothing trained is lost (and the run is not recorded as finished)."""
@@ -227,11 +229,20 @@ def _finish(run: Run, stop: StopSignal) -> None:
         if accelerator.is_main_process:
             _record_end(run, ended or f"trained the planned {run.total_steps} optimizer steps")
     accelerator.wait_for_everyone()  # gloo: no process tears its group down while another still uses it
-    accelerator.end_training()
+    _end_training(accelerator, end_processes)
     skips = getattr(run.dataset, "skips", None)
     if skips is not None and skips.total():
         logger.warning("data: %s", skips.summary())
     logger.info("training done at step %d; outputs in %s", step, run.out)
+
+
+def _end_training(accelerator, end_processes: bool) -> None:
+    """The trackers finish; the process group of a launcher ends too, unless more runs follow on it."""
+    if end_processes:
+        accelerator.end_training()
+        return
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def _record_end(run: Run, reason: str) -> None:
