@@ -13,9 +13,9 @@
 4. writes each stage's report page (`stages/1-vae/report.html`, `stages/2-flow/report.html`): its curves,
    validation, sample grids across checkpoints, config and model card.
 
-Full: about 17 minutes on 2 CPU cores (measured 17 min 11 s: VAE 2,000 steps 609 s, flow 3,000 steps on the
-latent cache 413 s; judge 0.70 on all four attributes, VAE ceiling 0.80); `--quick`: about a minute (a smoke
-test, not a useful model).
+Full: about 18 minutes on 2 CPU cores (measured 2026-12-02: training 1,061 s, VAE 2,000 steps 641 s, flow
+3,000 steps on the latent cache 418 s, validation included; judge 0.70 on all four attributes, VAE ceiling
+0.80); `--quick`: about a minute (a smoke test, not a useful model).
 Run again, it continues where it stopped (`--resume_from_checkpoint latest`): a stage stopped by Ctrl+C or
 SIGTERM is finished first, and the flow stage never starts on an unfinished VAE.
 """
@@ -37,7 +37,7 @@ from fluxflow.report import write_report
 
 FULL = {"n": 2000, "n_test": 64, "vae_steps": 2000, "flow_steps": 3000, "sample_steps": 20}
 QUICK = {"n": 128, "n_test": 16, "vae_steps": 30, "flow_steps": 40, "sample_steps": 8}
-FULL_TIME = "about 17 minutes on 2 CPU cores"  # measured 17 min 11 s (see the docstring)
+FULL_TIME = "about 18 minutes on 2 CPU cores"  # measured: training 1,061 s (see the docstring)
 QUICK_TIME = "about a minute"
 SIZE = 32  # pixels; a 3-stage VAE (4x downsampling) keeps 8x8x16 latents, enough for small objects
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "shapes_demo.yaml"
