@@ -19,7 +19,7 @@
 #     --help), since the scripts of benchmarks/ do not all use the same names;
 #   * it holds /tmp/fluxflow-bench.lock (when `flock` exists) so that no other benchmark runs meanwhile.
 # Environment: PYTHON (default .venv/bin/python, else python3), BUDGET_S. Order: the issue-I cost benchmarks
-# first (Bezier cost, MFU), then the comparisons, then the older CPU-era benchmarks.
+# first (Bezier cost, MFU), then the comparisons, then the older CPU-era benchmarks, then --torch_compile's cost.
 set -euo pipefail
 
 if [ -n "${1:-}" ]; then                          # OUT_DIR as given, relative to the caller's directory
@@ -122,6 +122,11 @@ bench flow_text_cache 75 benchmarks/flow_text_cache.py --steps 30 --img_size 64 
 # Data loader vs a GPU training step of the small VAE (the script has no dtype flag).
 bench data_loader 60 benchmarks/data_loader.py --device cuda --sizes 256 512 --workers 0 8 \
     --formats jpg png --batch_size 16 --batches 8
+
+# --torch_compile (regional compilation) vs eager on the shapes demo's flow and VAE stages (small preset, 32 px,
+# batch 16), bf16 autocast and TF32: cold compile (first step), steady s/step, break-even steps; 5 processes.
+bench compile_cost 180 benchmarks/compile_cost.py --device cuda --dtype "$(bf16 benchmarks/compile_cost.py)" \
+    --steps 200
 
 # ------------------------------------------------------------------------------------------- the summary
 {

@@ -73,8 +73,8 @@ def test_non_finite_weights_are_never_saved(data, tmp_path, monkeypatch, capsys)
     """A finite gradient can still overflow a weight (a huge LR): the save is refused, the last stays."""
     real, calls = trainer._optimizer_step, []
 
-    def overflowing(optim, logs, skip):
-        stepped = real(optim, logs, skip)
+    def overflowing(optim, logs, skip, **kw):
+        stepped = real(optim, logs, skip, **kw)
         calls.append(1)
         if len(calls) == 3:
             next(iter(optim.values())).optimizer.param_groups[0]["params"][0].data.fill_(math.inf)

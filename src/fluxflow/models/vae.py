@@ -106,6 +106,9 @@ class FluxFlowVAE(FluxFlowModelMixin, ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["ResnetBlock"]
+    # regional compilation (diffusers' compile_repeated_blocks): the residual blocks, 2-3 per resolution
+    # level. Not Downsample/Upsample (one convolution each: nothing to fuse) nor the two mid-block attentions.
+    _repeated_blocks = ["ResnetBlock"]
     _preset_key = "vae"
 
     @register_to_config

@@ -20,6 +20,7 @@ from ..pipelines.single_file import MODEL_CLASSES, load_single_file, read_metada
 from .checkpoint_check import PRETRAINED_VAE_CLASSES, PRETRAINED_VAE_FLAG
 from .config import TrainConfig
 from .errors import ConfigError
+from .speed import allow_tf32, compile_models
 from .tokenizer import bundled_text_model
 from .vae_objective import VAEForward
 
@@ -37,7 +38,8 @@ class Components:
     and encoding. ``ema``: the flow processor's moving average (``--use_ema``), continued from a
     ``--model_checkpoint``'s EMA weights when it has them (``ema_start``). ``vae_needs_statistics``: a
     pretrained VAE whose config.json sets no ``scaling_factor``; measure them from the data
-    (:func:`~fluxflow.training.latent_statistics.measure_latent_statistics`) before flow training."""
+    (:func:`~fluxflow.training.latent_statistics.measure_latent_statistics`) before flow training.
+    ``torch_compile``: :meth:`prepare` compiles the trained models' repeated blocks (``--torch_compile``)."""
 
     vae: nn.Module
     discriminator: nn.Module | None = None
@@ -48,6 +50,7 @@ class Components:
     ema: EMAModel | None = None
     ema_start: nn.Module | None = None  # a --model_checkpoint's EMA weights: the average continues from them
     vae_needs_statistics: bool = False
+    torch_compile: bool = False
 
     def trained(self) -> dict:
         """``{component: model}`` that get an optimizer (names of the optimizer/scheduler config): the models of
@@ -76,7 +79,10 @@ class Components:
 
     def prepare(self, accelerator, use_ema: bool = False, ema_decay: float = 0.9999) -> None:
         """Rebind each slot to what ``accelerator.prepare`` returns for it when it trains; move frozen models to
-        the device. With ``use_ema`` start the flow processor's EMA."""
+        the device. With ``use_ema`` start the flow processor's EMA. With ``torch_compile`` the trained
+        models' repeated blocks are compiled first, so that DDP/FSDP wrap the compiled blocks."""
+        if self.torch_compile:
+            self.compile_trained()
         if self.train_vae:
             self.vae = accelerator.prepare(VAEForward(self.vae))
         else:
@@ -97,11 +103,21 @@ class Components:
                                 model_config=transformer.config)
             self.ema.to(accelerator.device)
 
+    def compile_trained(self) -> None:
+        """Regional compilation (:mod:`~fluxflow.training.speed`) of the trained VAE and flow processor,
+        before they are wrapped. Not the discriminator (spectral-norm parametrizations; it is small) and not
+        the frozen models: a frozen VAE only encodes, without gradients (once per image with
+        ``--cache_latents``), and a pretrained ``AutoencoderKL`` names no repeated blocks; the frozen text
+        encoder is a ``transformers`` model."""
+        trained = {"VAE": self.vae if self.train_vae else None, "flow processor": self.transformer}
+        compile_models({name: model for name, model in trained.items() if model is not None})
+
 
 def build_components(cfg: TrainConfig) -> Components:
     """VAE (and discriminator with ``--gan_training``) from ``--model_checkpoint`` or ``--model_preset``; a
     ``--pretrained_vae_model_name_or_path`` is the VAE even beside a ``--model_checkpoint`` (which then gives the
-    rest)."""
+    rest). Applies ``--allow_tf32``; ``--torch_compile`` is applied by :meth:`Components.prepare`."""
+    allow_tf32(cfg.allow_tf32)
     loaded = load_checkpoint_models(cfg.model_checkpoint) if cfg.model_checkpoint else {}
     needs_statistics = False
     if cfg.pretrained_vae_model_name_or_path:
@@ -154,7 +170,7 @@ def build_components(cfg: TrainConfig) -> Components:
     return Components(vae=vae, discriminator=disc, transformer=transformer, text_encoder=text_encoder,
                       train_vae=cfg.trains_vae, train_text_encoder=cfg.train_text_encoder,
                       ema_start=loaded.get("transformer_ema") if cfg.use_ema and transformer is not None else None,
-                      vae_needs_statistics=needs_statistics)
+                      vae_needs_statistics=needs_statistics, torch_compile=cfg.torch_compile)
 
 
 def load_pretrained_vae(name: str, subfolder: str | None = None) -> tuple[nn.Module, bool]:

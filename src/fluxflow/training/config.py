@@ -9,6 +9,7 @@ files, precedence) lives in ``arguments.py``.
 from __future__ import annotations
 
 import importlib.util
+import math
 import logging
 import os
 import re
@@ -75,6 +76,10 @@ class TrainConfig(DataConfig):
     use_fp16: bool = flag(False, "fp16 mixed precision (the same as --mixed_precision fp16)")
     mixed_precision: str = flag("no", "Mixed precision of the Accelerator", _choice(*MIXED_PRECISION))
     gradient_checkpointing: bool = flag(False, "Recompute activations in backward to save memory")
+    torch_compile: bool = flag(False, "torch.compile the repeated transformer and VAE blocks (regional "
+                                      "compilation, as diffusers' compile_repeated_blocks)")
+    allow_tf32: bool = flag(False, "Allow TF32 matmuls and convolutions on Ampere+ GPUs (faster, slightly less "
+                                   "precise)")
     workers: int = flag(1, "DataLoader worker processes (0: load in the main process)", COUNT)
     # --- losses
     kl_beta: float = flag(1e-4, "Final KL divergence weight", NON_NEGATIVE)
@@ -82,13 +87,20 @@ class TrainConfig(DataConfig):
     kl_free_bits: float = flag(0.0, "Free bits (nats per latent channel): KL below this is not penalised",
                                NON_NEGATIVE)
     lambda_adv: float = flag(0.5, "Adversarial (GAN) loss weight of the generator", NON_NEGATIVE)
+    disc_start: int = flag(0, "Optimizer steps before the discriminator trains and the adversarial term counts "
+                              "(diffusers' autoencoderkl --disc_start)", COUNT)
     l1_weight: float = flag(1.0, "Weight of the L1 reconstruction term", NON_NEGATIVE)
     mse_weight: float = flag(1.0, "Weight of the MSE reconstruction term", NON_NEGATIVE)
     # --- flow training (stage 2)
     diff_max_sigma: float = flag(0.3, "--train_diff trains only noise levels s <= this (the low-noise, detail "
                                       "end)", UNIT)
+    weighting_scheme: str = flag("logit_normal", "Noise-level sampling and loss weighting of the flow loss, "
+                                                 "diffusers' SD3 schemes (compute_density_for_timestep_sampling, "
+                                                 "compute_loss_weighting_for_sd3)",
+                                 _choice("logit_normal", "mode", "cosmap", "sigma_sqrt", "none"))
     logit_mean: float = flag(0.0, "Mean of the logit-normal noise-level sampling", NUMBER)
     logit_std: float = flag(1.0, "Standard deviation of the logit-normal noise-level sampling", NON_NEGATIVE)
+    mode_scale: float = flag(1.29, "Scale of --weighting_scheme mode (diffusers' default)", NUMBER)
     timestep_shift: float = flag(1.0, "Shift s' = shift*s/(1+(shift-1)*s) of training noise levels; saved as the "
                                       "sampling scheduler's shift", POSITIVE)
     cfg_dropout_prob: float = flag(0.1, "Probability of training a sample on the empty prompt (for "
@@ -295,6 +307,13 @@ class TrainConfig(DataConfig):
         if self.cache_latents and self.random_crop:
             p.append("--cache_latents cannot hold a new random crop per epoch: drop --random_crop (flips are "
                      "cached, both ways) or the cache")
+        if self.gan_training and self.disc_start and not self.train_vae:
+            p.append(f"--disc_start {self.disc_start} with --gan_training alone: the GAN rests for those steps and "
+                     "nothing else trains; add --train_vae or drop --disc_start")
+        # SD3 (section 3.1): the mode density maps [0, 1) into (0, 1] monotonically only for these scales
+        if self.weighting_scheme == "mode" and not -1 < self.mode_scale <= 2 / (math.pi - 2):
+            p.append(f"--mode_scale {self.mode_scale}: --weighting_scheme mode needs a scale in (-1, 1.7519] "
+                     "(2/(pi-2)), else its noise levels leave (0, 1]")
         if self.train_text_encoder and not self.trains_flow:
             p.append("--train_text_encoder needs --train_diff or --train_diff_full")
         if self.use_fp16 and self.mixed_precision not in ("no", "fp16"):

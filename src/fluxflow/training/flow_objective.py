@@ -1,18 +1,25 @@
 """The flow objective: caption dropout for CFG, noise levels, the velocity loss, and its micro-step.
 
 Rectified flow in the diffusers/SD3 direction: ``x_t = (1 - s) x0 + s noise``, target ``v = noise - x0``, the
-flow processor called at ``timestep = s * 1000``. ``s`` is logit-normal (``--logit_mean``, ``--logit_std``),
-shifted by ``--timestep_shift`` exactly as the sampling scheduler shifts its noise levels, and for
-``--train_diff`` scaled into ``(0, --diff_max_sigma]``.
+flow processor called at ``timestep = s * 1000``. ``s`` is drawn from diffusers' SD3 density of
+``--weighting_scheme`` (by default logit-normal: ``--logit_mean``, ``--logit_std``; ``mode``:
+``--mode_scale``; ``cosmap``, ``sigma_sqrt``, ``none``: uniform), shifted by ``--timestep_shift`` exactly as
+the sampling scheduler shifts its noise levels, and for ``--train_diff`` scaled into
+``(0, --diff_max_sigma]``. Each sample's MSE is weighted by diffusers' ``compute_loss_weighting_for_sd3`` at
+its ``s`` (a weight of 1 except for ``cosmap`` and ``sigma_sqrt``).
 """
 
 from __future__ import annotations
 
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from .config import TrainConfig
+
+WEIGHTED_SCHEMES = ("cosmap", "sigma_sqrt")  # compute_loss_weighting_for_sd3 is 1 for every other scheme
 
 
 def drop_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor, null_ids: torch.Tensor,
@@ -52,6 +59,35 @@ class TextEmbeddingCache:
 def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
     """The resolution shift of diffusers' ``FlowMatchEulerDiscreteScheduler``: ``shift*s / (1 + (shift-1)*s)``."""
     return shift * s / (1 + (shift - 1) * s)
+
+
+def noise_level_density(scheme: str, batch: int, generator: torch.Generator, logit_mean: float = 0.0,
+                        logit_std: float = 1.0, mode_scale: float = 1.29) -> torch.Tensor:
+    """``batch`` noise levels in (0, 1] from diffusers' ``compute_density_for_timestep_sampling``, before the
+    shift.
+
+    ``logit_normal`` draws ``sigmoid(randn * std + mean)`` itself: diffusers' ``torch.normal(mean, std)`` is
+    the same distribution and the same draw of the generator, but rounds differently (an ulp) unless mean 0
+    and std 1, and runs before this change drew ``randn``, so a resumed or repeated run keeps its noise levels
+    bit for bit. The uniform schemes (``none``, ``cosmap``, ``sigma_sqrt``) use ``1 - u``: diffusers' ``u`` is
+    in [0, 1), and a level of exactly 0 would train nothing (``sigma_sqrt`` would weight it infinitely)."""
+    if scheme == "logit_normal":
+        return torch.sigmoid(torch.randn(batch, generator=generator, device=generator.device) * logit_std
+                             + logit_mean)
+    u = compute_density_for_timestep_sampling(scheme, batch, logit_mean, logit_std, mode_scale,
+                                              device=generator.device, generator=generator)
+    return u if scheme == "mode" else 1 - u
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, scheme: str,
+                 sigmas: torch.Tensor) -> torch.Tensor:
+    """The velocity MSE, each sample's weighted by ``compute_loss_weighting_for_sd3(scheme, sigmas)`` then
+    averaged, as diffusers' SD3 script does. Schemes whose weights are all 1 take ``F.mse_loss`` (the same
+    value, and the same bits as before weighting existed)."""
+    if scheme not in WEIGHTED_SCHEMES:
+        return F.mse_loss(prediction.float(), target.float())
+    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+    return (compute_loss_weighting_for_sd3(scheme, sigmas.float()).float() * per_sample).mean()
 
 
 class FlowObjective:
@@ -102,19 +138,22 @@ class FlowObjective:
         return text, drop
 
     def sample_sigmas(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Noise levels in (0, 1] (``--train_diff``: (0, diff_max_sigma]): the scheme's density, shifted."""
         cfg = self.cfg
-        u = torch.randn(batch, generator=generator, device=generator.device) * cfg.logit_std + cfg.logit_mean
-        s = shift_sigmas(torch.sigmoid(u), cfg.timestep_shift)
+        u = noise_level_density(cfg.weighting_scheme, batch, generator, cfg.logit_mean, cfg.logit_std,
+                                cfg.mode_scale)
+        s = shift_sigmas(u, cfg.timestep_shift)
         return s * cfg.diff_max_sigma if cfg.train_diff else s
 
     def loss(self, transformer, x0: torch.Tensor, text, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """``x0``: normalized latents ``(z - shift) * scale``; ``text``: ``(embeds, pooled, mask)``."""
         noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
-        s = self.sample_sigmas(x0.shape[0], generator).to(x0.device, x0.dtype)
+        sigmas = self.sample_sigmas(x0.shape[0], generator).to(x0.device)
+        s = sigmas.to(x0.dtype)
         x_t = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
         embeds, pooled, mask = text
         velocity = transformer(x_t, embeds, pooled, s * 1000, mask, return_dict=False)[0]
-        loss = F.mse_loss(velocity.float(), (noise - x0).float())
+        loss = weighted_mse(velocity, noise - x0, self.cfg.weighting_scheme, sigmas)
         return loss, {"loss/flow": loss.detach(), "flow/mean_sigma": s.mean().detach()}
 
 

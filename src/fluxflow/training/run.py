@@ -7,6 +7,7 @@ samples (``save_samples``), the exported pipeline (``export``) and metrics (``lo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -38,7 +39,8 @@ from .hub import HubPusher, HubPushError, hub_id, newest_grid
 from .latent_statistics import measure_latent_statistics
 from .latent_cache import CachedCollator, build_or_open, default_cache_dir
 from .metrics import MetricsLog
-from .optim import LR_FILE, OptimSchedConfig, OptimSchedSet, build_optimizers_and_schedulers, load_lrs, save_lrs
+from .optim import (LR_FILE, OptimSchedConfig, OptimSchedSet, build_optimizers_and_schedulers, ensure_train_mode,
+                    evaluation_mode, load_lrs, save_lrs)
 from .progress import TrainProgress
 from .grids import flow_grid, save_grid, vae_grid
 from .samples import save_vae_samples, to_pil, vae_sample_paths
@@ -51,6 +53,16 @@ logger = logging.getLogger("fluxflow.train")
 # the validation metrics shown in the log line (all of them go to metrics.jsonl and the trackers)
 HEADLINE = ("val/vae/psnr", "val/vae/ssim", "val/vae/kl", "val/judge_recon/accuracy", "val/flow/loss",
             "val/judge/accuracy")
+
+
+def _averaged(method):
+    """Run a ``Run`` method that saves, samples or evaluates with schedule-free optimizers switched to their
+    averaged weights (``optim.evaluation_mode``; nothing for every other optimizer)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with evaluation_mode(self.optim):
+            return method(self, *args, **kwargs)
+    return wrapped
 
 
 @dataclass(eq=False)
@@ -125,20 +137,22 @@ class Run:
             logger.info("step %d: %s, %.1f samples/s", progress.global_step, shown, values["samples_per_s"])
 
     def checkpoint(self) -> None:
-        """``checkpoint.safetensors`` (every model, the EMA copy too), ``state/checkpoint-<step>`` and
+        """``checkpoint.safetensors`` (every model, the EMA copy too; schedule-free optimizers' averaged
+        weights), ``state/checkpoint-<step>`` (the training point: resumes continue exactly) and
         ``lr_sav.json``; refused when a weight is not finite (the last checkpoint on disk stays)."""
         accelerator, step = self.accelerator, self.progress.global_step
-        models = {name: self._whole(name) for name in self.models.saved()}
-        if self.models.ema is not None:
-            models["transformer_ema"] = ema_copy(models["transformer"], self.models.ema)
-        bad = nonfinite_weight(models) if accelerator.is_main_process else None
-        if agree(accelerator, bad is not None)[0]:
-            raise NonFiniteError(f"step {step}: {bad or 'a weight (see the main process)'} holds NaN/Inf values; not "
-                                 "saving a checkpoint (the last one on disk is kept). Lower --lr or --max_grad_norm "
-                                 "and resume with --resume_from_checkpoint latest")
-        scheduler = sampling_scheduler(self.cfg.timestep_shift) if self.models.transformer is not None else None
-        save_weights(accelerator, self.out, models, tokenizer=self.tokenizer, scheduler=scheduler,
-                     extra={"global_step": step})
+        with evaluation_mode(self.optim):
+            models = {name: self._whole(name) for name in self.models.saved()}
+            if self.models.ema is not None:
+                models["transformer_ema"] = ema_copy(models["transformer"], self.models.ema)
+            bad = nonfinite_weight(models) if accelerator.is_main_process else None
+            if agree(accelerator, bad is not None)[0]:
+                raise NonFiniteError(f"step {step}: {bad or 'a weight (see the main process)'} holds NaN/Inf values; "
+                                     "not saving a checkpoint (the last one on disk is kept). Lower --lr or "
+                                     "--max_grad_norm and resume with --resume_from_checkpoint latest")
+            scheduler = sampling_scheduler(self.cfg.timestep_shift) if self.models.transformer is not None else None
+            save_weights(accelerator, self.out, models, tokenizer=self.tokenizer, scheduler=scheduler,
+                         extra={"global_step": step})
         folder = save_state(accelerator, self.out, step, self.state, self.cfg.checkpoints_total_limit)
         if accelerator.is_main_process:
             save_lrs(self.out / LR_FILE, self.optim)
@@ -149,6 +163,7 @@ class Run:
 
                 plot_metrics(self.out / "logs" / "metrics.jsonl", self.out / "logs" / "graphs")
 
+    @_averaged
     def save_samples(self) -> None:
         """VAE reconstructions of the test images and flow samples of the sample captions, at this step."""
         if self.cfg.no_samples:
@@ -175,6 +190,7 @@ class Run:
             save_grid(grid, folder, kind, step)
         log_images(self.accelerator, {f"samples/{kind}": grid for kind, grid in grids.items()}, step)
 
+    @_averaged
     def validate(self) -> None:
         """Metrics of the held-out samples at this step (``validation.Validator``: fixed noise, so the curve is
         not noisy), logged like every metric; the flow processor with its EMA weights, as samples are. Every
@@ -196,6 +212,7 @@ class Run:
             broadcast_object_list(shared)
             observe(self.cfg, self.progress.early_stop, step, shared[0])
 
+    @_averaged
     def export(self) -> None:
         """``vae/`` always; ``pipeline/`` (a complete diffusers folder, EMA weights when EMA is on) with a flow
         processor. The pipeline's default image size is the size the run trained at."""
@@ -307,6 +324,7 @@ def setup_run(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None) ->
         check_free_space(out, models.saved())
     if resume is not None:
         load_state(accelerator, resume, state)
+        ensure_train_mode(optim)  # a state saved in eval mode by an older version trains on
         logger.info("resumed from %s at step %d", resume, progress.global_step)
     _record_config(accelerator, cfg, optim_config, out)
     return Run(accelerator, cfg, out, models, optim, tokenizer, dataset, loader, progress, state, total_steps,

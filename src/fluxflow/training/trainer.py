@@ -28,7 +28,7 @@ from .errors import ConfigError
 from .guards import NonFiniteError, agree, step_is_finite
 from .latent_statistics import measure_latent_statistics
 from .logs import readable_logs
-from .optim import OptimSchedConfig
+from .optim import OptimSchedConfig, evaluation_mode
 from .run import Run, setup_run
 from .signals import StopSignal
 
@@ -65,7 +65,7 @@ def train(cfg: TrainConfig, optim_config: OptimSchedConfig | None = None, stop: 
                     logs.update(_clip_gradients(run))
                     nonfinite, stopping = agree(accelerator, not step_is_finite(logs, grads=accelerator.scaler is None),
                                                 stop.received is not None)
-                    stepped = _optimizer_step(run.optim, logs, skip=nonfinite)
+                    stepped = _optimizer_step(run.optim, logs, skip=nonfinite, resting=_resting(run))
             for key, value in logs.items():
                 progress.window[key] += float(value)
             progress.window["micro_batches"] += 1
@@ -116,16 +116,26 @@ def _clip_gradients(run: Run) -> dict:
     return logs
 
 
-def _optimizer_step(optim, logs: dict, skip: bool) -> bool:
+def _resting(run: Run) -> frozenset[str]:
+    """Components whose optimizers sit this step out (the discriminator before ``--disc_start``)."""
+    objective = run.vae_objective
+    return objective.resting(run.progress.global_step) if objective is not None else frozenset()
+
+
+def _optimizer_step(optim, logs: dict, skip: bool, resting: frozenset[str] = frozenset()) -> bool:
     """Step every optimizer and its scheduler once, or, for a non-finite step, none of them (the gradients
-    are dropped). Returns whether the weights changed (an fp16 overflow step is skipped by the grad scaler)."""
+    are dropped). A resting component (no gradients this step) keeps its weights: its optimizer does not step
+    (no weight decay; fp16's grad scaler refuses an optimizer without gradients); its LR schedule still counts
+    the step, except a ReduceLROnPlateau, which would see its loss logged as 0. Returns whether the weights
+    changed (an fp16 overflow step is skipped by the grad scaler)."""
     for part in optim.values():
-        if not skip:
+        if not skip and part.name not in resting:
             part.optimizer.step()
         part.optimizer.zero_grad(set_to_none=True)
     if skip:
         return False
-    return all([part.step(_monitored(part, logs)) for part in optim.values()])
+    return all([part.step(_monitored(part, logs)) for part in optim.values()
+                if not (part.name in resting and part.monitor is not None)])
 
 
 def _monitored(part, logs: dict):
@@ -212,7 +222,8 @@ def _finish(run: Run, stop: StopSignal, end_processes: bool) -> None:
     accelerator, cfg, step = run.accelerator, run.cfg, run.progress.global_step
     _check_parameters_in_sync(run)
     if cfg.train_vae or cfg.gan_training:
-        _store_latent_statistics(run)
+        with evaluation_mode(run.optim):  # of the weights exported (a schedule-free optimizer's average)
+            _store_latent_statistics(run)
     if run.validator is not None and run.validated_at != step:
         run.validate()
     ended = run.progress.early_stop["ended"]

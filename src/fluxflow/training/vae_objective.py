@@ -34,21 +34,41 @@ class VAEObjective:
     ``--train_vae``: ``l1 * L1 + mse * MSE + kl_weight(step) * KL`` (+ ``lambda_adv * hinge_G`` with GAN);
     ``--gan_training`` alone: ``lambda_adv * hinge_G`` only; ``--train_spade`` alone: reconstruction only (the
     encoder is frozen, so KL cannot change). The discriminator sees detached reconstructions.
+
+    ``--disc_start N`` (diffusers' ``train_autoencoderkl.py``): during the first N optimizer steps the GAN
+    rests: neither the discriminator's hinge loss nor the generator's adversarial term is computed (both
+    logged as 0), so the discriminator gets no gradient; from optimizer step N + 1 on (``global_step >= N``)
+    both count. The KL warm-up counts optimizer steps from 0 either way.
     """
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.reconstruct = cfg.train_vae or (cfg.train_spade and not cfg.gan_training)
 
+    def gan_rests(self, step: int) -> bool:
+        """Whether the GAN sits out the optimizer step that follows ``step`` completed ones
+        (``step < --disc_start``)."""
+        return self.cfg.gan_training and step < self.cfg.disc_start
+
+    def resting(self, step: int) -> frozenset[str]:
+        """The components whose optimizers must not step after ``step`` completed optimizer steps: the
+        discriminator while the GAN rests. It has no gradient then; the trainer's ``_optimizer_step`` skips
+        it, so that no weight decay moves it and fp16's grad scaler never sees an optimizer without
+        gradients."""
+        return frozenset({"discriminator"}) if self.gan_rests(step) else frozenset()
+
     def micro_step(self, accelerator, models, batch: dict, progress) -> tuple[dict, torch.Tensor]:
         """Forward, losses and backward of one micro-batch (the generator's, then the discriminator's); returns
         the logs and the sampled latents (joint training hands them to the flow objective)."""
         x = batch["pixel_values"]
         recon, mean, logvar, z = models.vae(x, use_context=self.cfg.train_spade, generator=progress.noise)
-        disc = models.unwrapped("discriminator")
-        loss, logs = self.generator_loss(x, recon, mean, logvar, progress.global_step, disc)
+        disc, step = models.unwrapped("discriminator"), progress.global_step
+        resting = disc is not None and self.gan_rests(step)
+        loss, logs = self.generator_loss(x, recon, mean, logvar, step, None if resting else disc)
         accelerator.backward(loss)
-        if disc is not None:
+        if resting:
+            logs.update({"loss/generator_adv": torch.zeros(()), "loss/discriminator": torch.zeros(())})
+        elif disc is not None:
             d_loss, d_logs = self.discriminator_loss(models.discriminator, x, recon, mean)
             accelerator.backward(d_loss)
             logs.update(d_logs)

@@ -9,6 +9,7 @@ step them once per process). The LR curve is then the same for any process count
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from torch.optim import lr_scheduler as lrs
 
 from ..errors import ConfigError, did_you_mean
 from .config import OptimSchedConfig, load_optim_sched_config
+from .imported import ESTIMATED_LR, is_import_path, resolve_optimizer
 from .schema import (
     ALIASES,
     COMPONENTS,
@@ -32,17 +34,29 @@ from .schema import (
     chain_length,
     check_optimizer_consistency,
     component_list,
+    is_constant_schedule,
     validate_optimizer_entry,
     validate_scheduler_spec,
 )
+from .train_eval import ensure_train_mode, evaluation_mode, needs_train_eval  # noqa: F401 - re-exported here
+
 
 def _optimizer_class(type_: str) -> type[torch.optim.Optimizer]:
+    """The class of a built-in name, or the one an import path names (checked when the entry was)."""
+    if is_import_path(type_):
+        return resolve_optimizer(type_)
     if type_ == "Lion":
         from lion_pytorch import Lion  # imported only when used
 
         return Lion
     return {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam, "SGD": torch.optim.SGD,
             "RMSprop": torch.optim.RMSprop}[type_]
+
+
+def _takes_weight_decay(cls: type) -> bool:
+    """Whether a per-group ``weight_decay`` means anything to ``cls`` (one of its arguments)."""
+    params = inspect.signature(cls.__init__).parameters
+    return "weight_decay" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
@@ -68,11 +82,13 @@ def parameter_groups(params: nn.Module | Iterable[torch.Tensor], decay_bias_and_
 
 def build_optimizer(params: nn.Module | Iterable[torch.Tensor], cfg: Mapping[str, Any], *,
                     lr: float | None = None, path: str = "optimizer") -> torch.optim.Optimizer:
-    """The torch (or lion-pytorch) optimizer ``cfg["type"]`` (default AdamW) over the trainable ``params``.
+    """The optimizer ``cfg["type"]`` (default AdamW) over the trainable ``params``.
 
+    ``type`` is a built-in name (torch's, lion-pytorch's Lion) or the import path of any optimizer class.
     ``cfg`` takes the keys of the reference (``lr``, ``betas``, ``weight_decay``, ``eps``, ``amsgrad``,
-    ``momentum``, ``nesterov``, ``decoupled_weight_decay``, ...) plus ``decay_bias_and_norm``; a missing
-    ``lr`` comes from ``lr`` (``--lr``); keys not given keep the class's own defaults.
+    ``momentum``, ``nesterov``, ``decoupled_weight_decay``, ...) or the class's own arguments, plus
+    ``decay_bias_and_norm``; a missing ``lr`` comes from ``lr`` (``--lr``; Prodigy: 1.0); keys not given keep
+    the class's own defaults. A schedule-free optimizer is returned in train mode, ready to step.
     """
     problems: list[str] = []
     entry = validate_optimizer_entry(path, cfg, "AdamW", problems)
@@ -82,13 +98,28 @@ def build_optimizer(params: nn.Module | Iterable[torch.Tensor], cfg: Mapping[str
         raise ConfigError(problems)
     kwargs = dict(entry)
     type_ = kwargs.pop("type", "AdamW")
-    kwargs.setdefault("lr", lr)
+    kwargs.setdefault("lr", ESTIMATED_LR.get(type_, lr))
     if kwargs["lr"] is None:
         raise ConfigError(f"{path}.lr is missing; set it in the config or pass --lr")
-    groups = parameter_groups(params, kwargs.pop("decay_bias_and_norm", False))
+    _warn_estimated_lr(path, type_, kwargs["lr"])
+    cls = _optimizer_class(type_)
+    one_group = kwargs.pop("decay_bias_and_norm", False) or not _takes_weight_decay(cls)
+    groups = parameter_groups(params, one_group)
     if not groups:
         raise ValueError(f"{path}: no trainable parameters (all are frozen or none were given)")
-    return _optimizer_class(type_)(groups, **kwargs)
+    optimizer = cls(groups, **kwargs)
+    ensure_train_mode(optimizer)
+    return optimizer
+
+
+def _warn_estimated_lr(path: str, type_: str, lr: float) -> None:
+    """Prodigy estimates the step size and multiplies it by lr: anything far from 1.0 is most likely an
+    AdamW-style lr by habit."""
+    expected = ESTIMATED_LR.get(type_)
+    if expected is not None and not expected / 10 <= lr <= expected * 10:
+        warnings.warn(f"{path}.lr is {lr:g} but {type_} estimates the step size itself and expects lr "
+                      f"{expected:g} (its authors' default; lr multiplies the estimate): leave lr out, or "
+                      f"keep it near {expected:g}", stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------- scheduler
@@ -101,7 +132,7 @@ def _check_total_steps(total_steps: Any) -> None:
 
 
 def _initial_lr(optimizer: torch.optim.Optimizer) -> float:
-    lrs_ = {g.get("initial_lr", g["lr"]) for g in optimizer.param_groups}
+    lrs_ = {float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups}  # torchao's are tensors
     if len(lrs_) != 1:
         raise ValueError(f"eta_min_factor needs one initial LR for all parameter groups, got {sorted(lrs_)}")
     return float(lrs_.pop())
@@ -141,6 +172,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | l
     spec = validate_scheduler_spec(path, cfg, problems)
     if problems:
         raise ConfigError(problems)
+    if needs_train_eval(optimizer) and not is_constant_schedule(spec):
+        raise ConfigError(f"{path}: a schedule-free optimizer ({type(optimizer).__name__}) carries its own "
+                          f"schedule; its scheduler can only be ConstantLR with factor 1 (warm-up: the "
+                          f"optimizer's warmup_steps)")
     base_lr = _initial_lr(optimizer)
     if isinstance(spec, dict):
         _warn_short_cosine(path, spec, total_steps)
@@ -347,7 +382,7 @@ def build_optimizers_and_schedulers(config: Any, components: Mapping[str, nn.Mod
         opt_cfg = cfg.optimizer_config(name, lr)
         if (start := _initial_lr_for(name, initial)) is not None:
             opt_cfg["lr"] = start
-        else:
+        elif not cfg.uses_estimated_lr(name):  # Prodigy's 1.0 is not scaled by the batch
             opt_cfg["lr"] *= lr_multiplier
         _warn_lion_decoupled(name, opt_cfg, total_steps)
         optimizer = build_optimizer(params, opt_cfg, path=f"optimizers.{name}")

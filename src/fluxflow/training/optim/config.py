@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from ..files import read_structured_file
+from .imported import ESTIMATED_LR, is_schedule_free
 from .schema import (
     ALIASES,
     COMPONENT_OPTIMIZERS,
@@ -27,11 +28,14 @@ from .schema import (
     canonical,
     check_optimizer_consistency,
     component_list,
+    is_constant_schedule,
     validate_optimizer_entry,
     validate_scheduler_spec,
 )
 
 SECTIONS = ("optimizers", "schedulers", "scheduler_config")
+# The scheduler of a schedule-free optimizer without a scheduler entry: it carries its own schedule.
+SCHEDULE_FREE_SCHEDULER: dict[str, Any] = {"type": "ConstantLR", "factor": 1.0}
 
 
 @dataclass(frozen=True)
@@ -55,17 +59,48 @@ class OptimSchedConfig:
         """The settings ``name``'s optimizer is built with: its entry over the defaults it inherits.
 
         Base: the component's defaults (a sub-component: its parent's resolved settings) with
-        ``lr * LR_SCALE``; an entry naming a different ``type`` drops the base's type-specific keys.
+        ``lr * LR_SCALE``; an entry naming a different ``type`` drops the base's type-specific keys. An
+        optimizer that estimates its step size (Prodigy) gets its documented lr (1.0) unless one is
+        configured.
         """
         name = canonical(name)
-        if name in SUBCOMPONENTS:
-            base = self.optimizer_config(SUBCOMPONENTS[name][0], lr)
+        parent = SUBCOMPONENTS.get(name, (None,))[0]
+        if parent is not None:
+            base = self.optimizer_config(parent, lr)
         else:
             base = {**COMPONENT_OPTIMIZERS[name], "lr": lr * LR_SCALE.get(name, 1.0)}
         entry = self.optimizers.get(name, {})
         if "type" in entry and entry["type"] != base["type"]:
-            base = {"type": entry["type"], "lr": base["lr"]}
-        return {**base, **copy.deepcopy(entry)}
+            estimated = parent is not None and self.uses_estimated_lr(parent)  # Prodigy's 1.0: not for others
+            base = {"type": entry["type"], "lr": lr * LR_SCALE.get(name, 1.0) if estimated else base["lr"]}
+        resolved = {**base, **copy.deepcopy(entry)}
+        if self.uses_estimated_lr(name):
+            resolved["lr"] = ESTIMATED_LR[resolved["type"]]
+        return resolved
+
+    def optimizer_type(self, name: str) -> str:
+        """The optimizer ``type`` ``name`` is built with: a built-in name or an import path."""
+        name = canonical(name)
+        own = self.optimizers.get(name, {}).get("type")
+        if own is not None:
+            return own
+        if name in SUBCOMPONENTS:
+            return self.optimizer_type(SUBCOMPONENTS[name][0])
+        return COMPONENT_OPTIMIZERS[name]["type"]
+
+    def lr_is_configured(self, name: str) -> bool:
+        """Whether ``name``'s lr is written in the config: its entry's, or its parent's of the same type."""
+        name = canonical(name)
+        if "lr" in self.optimizers.get(name, {}):
+            return True
+        parent = SUBCOMPONENTS.get(name, (None,))[0]
+        return parent is not None and self.optimizer_type(parent) == self.optimizer_type(name) \
+            and self.lr_is_configured(parent)
+
+    def uses_estimated_lr(self, name: str) -> bool:
+        """Whether ``name`` runs an optimizer that estimates its step size with no lr configured: it gets the
+        lr its authors document (``ESTIMATED_LR``) instead of ``--lr``, and ``--scale_lr`` leaves it alone."""
+        return self.optimizer_type(name) in ESTIMATED_LR and not self.lr_is_configured(name)
 
     def scheduler_config(self, name: str) -> dict[str, Any] | list[dict[str, Any]]:
         """``name``'s scheduler entry (a list for a chain); else its parent's; else the component default."""
@@ -73,9 +108,20 @@ class OptimSchedConfig:
         if name in self.schedulers:
             spec = self.schedulers[name]
             return [dict(e) for e in spec] if isinstance(spec, tuple) else dict(spec)
-        if name in SUBCOMPONENTS:
-            return self.scheduler_config(SUBCOMPONENTS[name][0])
-        return dict(COMPONENT_SCHEDULERS.get(name, DEFAULT_SCHEDULER))
+        parent = SUBCOMPONENTS.get(name, (None,))[0]
+        if parent is not None and self.scheduler_entry_of(name) is not None:
+            return self.scheduler_config(parent)
+        if is_schedule_free(self.optimizer_type(name)):
+            return dict(SCHEDULE_FREE_SCHEDULER)
+        return dict(COMPONENT_SCHEDULERS.get(name, COMPONENT_SCHEDULERS.get(parent, DEFAULT_SCHEDULER)))
+
+    def scheduler_entry_of(self, name: str) -> str | None:
+        """The component whose scheduler entry ``name`` uses (itself or its parent); ``None``: the default."""
+        name = canonical(name)
+        if name in self.schedulers:
+            return name
+        parent = SUBCOMPONENTS.get(name, (None,))[0]
+        return self.scheduler_entry_of(parent) if parent else None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data (for logs and checkpoint metadata)."""
@@ -147,15 +193,34 @@ def _parse(data: Any, strict: bool, problems: list[str]) -> OptimSchedConfig:
         if checked is not None:
             optimizers[name] = checked
     section = "scheduler_config" if "scheduler_config" in data else "schedulers"
-    schedulers = {}
+    schedulers, sched_paths = {}, {}
     for name, (path, spec) in _components_of(section, data.get(section, {}), problems).items():
+        sched_paths[name] = path
         checked = validate_scheduler_spec(path, spec, problems)
         if checked is not None:
             schedulers[name] = checked
     config = OptimSchedConfig(optimizers, schedulers)
     for name in optimizers:
         check_optimizer_consistency(opt_entries[name][0], config.optimizer_config(name), problems)
+    _check_schedule_free(config, sched_paths, problems)
     return config
+
+
+def _check_schedule_free(config: OptimSchedConfig, paths: Mapping[str, str], problems: list[str]) -> None:
+    """A schedule-free optimizer carries its own schedule: its scheduler may only be a constant one."""
+    for name in COMPONENTS:
+        type_, owner = config.optimizer_type(name), config.scheduler_entry_of(name)
+        if owner is None or not is_schedule_free(type_) or is_constant_schedule(config.schedulers[owner]):
+            continue
+        if owner != name and is_schedule_free(config.optimizer_type(owner)):
+            continue  # reported at the parent, whose entry it is
+        spec = config.schedulers[owner]
+        got = " -> ".join(e["type"] for e in spec) if isinstance(spec, tuple) else spec["type"]
+        used = "" if owner == name else f" (the scheduler of {owner}, which {name} uses)"
+        where = paths.get(owner, f"schedulers.{owner}")
+        problems.append(f"{where}{used}: {name} runs {type_}, a schedule-free optimizer that carries its "
+                        f"own schedule, so its scheduler can only be ConstantLR with factor 1 (or none), got "
+                        f"{got}; put a warm-up in optimizers.{name}.warmup_steps")
 
 
 def _optimizer_type(name: str, optimizers: Mapping[str, Mapping[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import did_you_mean
 from ..schema import BETAS, BOOL, COUNT, INVALID, NON_NEGATIVE, POSITIVE, STEPS, UNIT, Field, check_value, fmt
+from .imported import check_imported_entry, is_import_path
 
 # ---------------------------------------------------------------------------------------------- components
 
@@ -95,6 +96,11 @@ def chain_length(entry: Mapping[str, Any]) -> int | None:
     return None
 
 
+def is_constant_schedule(spec: Mapping[str, Any] | tuple) -> bool:
+    """Whether a validated scheduler spec keeps the LR as it is (what a schedule-free optimizer allows)."""
+    return isinstance(spec, Mapping) and spec["type"] == "ConstantLR" and spec.get("factor", 1.0) == 1.0
+
+
 def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
@@ -157,13 +163,34 @@ def _is_mapping(path: str, entry: Any, what: str, problems: list[str]) -> bool:
 
 def validate_optimizer_entry(path: str, entry: Any, default_type: str,
                              problems: list[str]) -> dict[str, Any] | None:
-    """Check one optimizer entry; ``type`` may be omitted (the component's default type then applies)."""
+    """Check one optimizer entry; ``type`` may be omitted (the component's default type then applies).
+
+    ``type`` is one of ``OPTIMIZER_FIELDS`` or the import path of any ``torch.optim.Optimizer`` subclass,
+    whose keys are then checked against its signature (``imported.py``)."""
     if not _is_mapping(path, entry, "optimizer settings", problems):
+        return None
+    type_ = entry.get("type", default_type)
+    if is_import_path(type_):
+        return check_imported_entry(path, entry, type_.strip(), problems)
+    if isinstance(type_, str) and type_ not in OPTIMIZER_FIELDS:
+        problems.append(_unknown_optimizer(path, type_))
         return None
     type_ = _type_of(path, entry, OPTIMIZER_FIELDS, "an optimizer", default_type, problems)
     if type_ is None:
         return None
     return _check_fields(path, entry, type_, OPTIMIZER_FIELDS[type_], OPTIMIZER_FIELDS, problems)
+
+
+def _unknown_optimizer(path: str, type_: str) -> str:
+    """A bare name that is not ours: the closest of ours, or its ``torch.optim`` import path if it is one."""
+    import torch
+
+    hint = did_you_mean(type_, OPTIMIZER_FIELDS)
+    if not hint and isinstance(getattr(torch.optim, type_, None), type):
+        hint = f" (did you mean 'torch.optim.{type_}'?)"
+    return (f"{path}.type {fmt(type_)} is not an optimizer{hint}; allowed: {', '.join(OPTIMIZER_FIELDS)}, "
+            f"or the import path of a torch.optim.Optimizer subclass (torch.optim.Adagrad, "
+            f"prodigyopt.Prodigy, ...)")
 
 
 def check_optimizer_consistency(path: str, settings: Mapping[str, Any], problems: list[str]) -> None:
