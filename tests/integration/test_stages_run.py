@@ -105,9 +105,12 @@ def test_a_finished_pipeline_is_not_run_again_by_mistake(straight, shapes, pipel
     assert _run(pipeline_file, shapes, straight) == 2
     assert "holds an earlier pipeline run (stages 1-vae, 2-flow); continue it with --resume_from_checkpoint" \
         in capsys.readouterr().err
-    before = (straight / "checkpoint.safetensors").stat().st_mtime_ns
+    trained = {f: (straight / "stages" / f / "logs" / "metrics.jsonl").read_text() for f in ("1-vae", "2-flow")}
+    states = sorted(p.name for f in trained for p in (straight / "stages" / f / "state").iterdir())
     assert _run(pipeline_file, shapes, straight, "--resume_from_checkpoint", "latest") == 0  # all done: nothing
-    assert (straight / "checkpoint.safetensors").stat().st_mtime_ns >= before
+    for f, metrics in trained.items():  # no stage trained again: no new metrics lines, no new states
+        assert (straight / "stages" / f / "logs" / "metrics.jsonl").read_text() == metrics
+    assert sorted(p.name for f in trained for p in (straight / "stages" / f / "state").iterdir()) == states
 
 
 def test_the_earlier_releases_pipeline_defects_do_not_occur(shapes, tmp_path, monkeypatch):

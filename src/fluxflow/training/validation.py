@@ -11,9 +11,9 @@ import importlib.util
 import time
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
 from ..datasets import shapes
@@ -139,9 +139,8 @@ def eval_mode(*models):
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """RGB PIL images of ``[B, 3, H, W]`` in [-1, 1] (what the judge reads from files)."""
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(np.ascontiguousarray(a)) for a in pixels]
+    """PIL images of ``[B, C, H, W]`` in [-1, 1], converted as the sample files are (diffusers' processor)."""
+    return VaeImageProcessor().postprocess(images.float().cpu(), output_type="pil")
 
 
 def _param(model: torch.nn.Module) -> torch.Tensor:
