@@ -384,3 +384,16 @@ def test_plan_of_sub_components_and_configured_but_untrained(tmp_path, head):
     assert "vae_encoder  AdamW   lr 1e-05" in plan and "vae_decoder  AdamW   lr 0.0002" in plan
     assert "notes        flow: configured but not trained in this stage" in plan
     assert "vae: configured" not in plan  # the VAE's parameters all went to its two halves
+
+
+def test_a_lora_stage_must_be_the_last(tmp_path, head):
+    pytest.importorskip("peft")
+    text = head + ("stages:\n  - {name: vae, train_vae: true, max_train_steps: 1}\n"
+                   "  - {name: lora, train_diff_full: true, lora_rank: 2, max_train_steps: 1}\n"
+                   "  - {name: flow, train_diff_full: true, max_train_steps: 1}\n")
+    found = problems(tmp_path, text)
+    assert any("stage 2 'lora'" in p and "must be the last stage" in p for p in found), found
+    last = head + ("stages:\n  - {name: vae, train_vae: true, train_diff_full: true, max_train_steps: 1}\n"
+                   "  - {name: lora, train_diff_full: true, lora_rank: 2, max_train_steps: 1}\n")
+    _, stages = load(tmp_path, last)
+    assert stages[-1].cfg.lora_rank == 2

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 on CUDA, fp32 elsewhere (default: %(default)s)")
     p.add_argument("--format", default="png", choices=tuple(FORMATS),
                    help="image file format (default: %(default)s)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="a LoRA adapter of the flow processor (a pytorch_lora_weights.safetensors file, a folder "
+                        "holding one, or a Hub repo id) and its strength (default 1.0); repeat to mix adapters")
     p.add_argument("--grid", action="store_true",
                    help="also write grid.<format> with all images of the run (default: off)")
     return p
@@ -102,6 +105,7 @@ def check_args(args) -> list[str]:
     prompts = read_prompts(args)
     check_device(args.device)
     check_output_dir(Path(args.output_dir))
+    args.loras = [parse_lora(spec) for spec in args.lora]
     args.model_path = resolve_model(args.model)
     # in the record: the Hub repo id, or the local file or folder as an absolute path
     args.model_name = str(args.model_path.resolve()) if Path(args.model).expanduser().exists() else args.model
@@ -144,6 +148,23 @@ def read_prompts(args) -> list[str]:
     if not prompts:
         raise UsageError("no prompts: pass them as arguments or with --prompts_file")
     return prompts
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """``PATH[:SCALE]`` -> ``(path, scale)``: a local file or folder, or a Hub repo id (downloaded when loaded)."""
+    path, scale = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            pass  # a ':' that is part of the path
+    if not math.isfinite(scale):
+        raise UsageError(f"--lora {spec!r}: the scale must be a finite number")
+    if not Path(path).expanduser().exists() and not is_repo_id(path):
+        raise UsageError(f"--lora {spec!r}: {path} does not exist (a LoRA weights file, a folder holding one, or a "
+                         "Hub repo id)")
+    return path, scale
 
 
 def check_device(name: str) -> None:
@@ -277,7 +298,29 @@ def load_pipeline(args):
         reason = str(err) or type(err).__name__
         raise UsageError(f"--model {args.model}: cannot be loaded ({reason})") from None
     pipe.set_progress_bar_config(disable=True)
+    apply_loras(pipe, args.loras)
     return pipe.to(args.device)
+
+
+def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
+    """Load each ``(path, scale)`` adapter as ``lora_<i>`` and mix them at their scales (diffusers' loader)."""
+    if not loras:
+        return
+    from ..pipelines.lora import require_peft
+
+    try:
+        require_peft()
+    except ImportError as err:
+        raise UsageError(f"--lora: {err}") from None
+    names = [f"lora_{i}" for i in range(len(loras))]
+    for name, (path, _) in zip(names, loras):
+        try:
+            pipe.load_lora_weights(str(Path(path).expanduser()) if Path(path).expanduser().exists() else path,
+                                   adapter_name=name)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise UsageError(f"--lora {path}: cannot be loaded into this model's flow processor "
+                             f"({' '.join(str(err).split())[:300]})") from None
+    pipe.set_adapters(names, [scale for _, scale in loras])
 
 
 def image_size(args, pipe) -> tuple[int, int]:
@@ -397,11 +440,14 @@ def record_entry(args, prompt: str, seed: int, height: int, width: int) -> dict:
     command = ["fluxflow-generate", "--model", model, "--seed", seed, "--steps", args.steps,
                "--guidance_scale", args.guidance_scale, "--height", height, "--width", width,
                "--device", args.device, "--dtype", args.dtype, "--batch_size", 1, "--format", args.format]
+    for path, scale in args.loras:
+        command += ["--lora", f"{path}:{scale:g}"]
     if args.negative_prompt is not None:  # "=": a negative prompt may start with "-"
         command += [f"--negative_prompt={args.negative_prompt}"]
     command += ["--", prompt] if prompt.startswith("-") else [prompt]
     return {"prompt": prompt, "negative_prompt": args.negative_prompt, "seed": seed, "steps": args.steps,
             "guidance_scale": args.guidance_scale, "height": height, "width": width, "model": model,
+            "lora": [{"path": path, "scale": scale} for path, scale in args.loras],
             "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
             "noise": "torch.Generator('cpu').manual_seed(seed)", "fluxflow_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ModelMixin  # bound at module level: diffusers' loader looks it up here
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, apply_rotary_emb
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
@@ -90,12 +91,14 @@ class FluxFlowTransformerBlock(nn.Module):
         return x + gate_mlp * self.ff(modulate(self.norm3(x), shift_mlp, scale_mlp))
 
 
-class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin):
+class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
     """The flow processor: predicts the velocity ``v = noise - x0`` of normalized latents.
 
     ``forward(hidden_states [B, C, h, w], encoder_hidden_states [B, L, text_embed_dim],
     pooled_projections [B, pooled_projection_dim], timestep [B] = s * 1000, encoder_attention_mask [B, L])``
     returns a tensor shaped like ``hidden_states``; ``h`` and ``w`` must be multiples of ``patch_size``.
+    LoRA adapters (peft) attach through diffusers' ``PeftAdapterMixin``: ``add_adapter``, ``load_lora_adapter``,
+    ``set_adapters``.
     """
 
     _supports_gradient_checkpointing = True

@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..models import FluxFlowTextEncoder, FluxFlowTransformer, FluxFlowVAE
 from ..models.vae import vae_scale_factor
+from .lora import FluxFlowLoraLoaderMixin
 from .prompts import PromptEmbeddings, tokenize_prompts
 from .single_file import load_single_file, read_metadata, save_single_file
 
@@ -37,12 +38,13 @@ class FluxFlowPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
-class FluxFlowPipeline(DiffusionPipeline):
+class FluxFlowPipeline(DiffusionPipeline, FluxFlowLoraLoaderMixin):
     """Text-to-image with a :class:`FluxFlowTransformer` over the latents of a :class:`FluxFlowVAE` or of a
     pretrained diffusers :class:`~diffusers.AutoencoderKL` (e.g. an SD3/Flux 16-channel VAE).
 
     Load with ``FluxFlowPipeline.from_pretrained(folder | hub repo id | checkpoint.safetensors)``; note
-    that the generic ``DiffusionPipeline.from_pretrained`` cannot build this class.
+    that the generic ``DiffusionPipeline.from_pretrained`` cannot build this class. LoRA adapters of the flow
+    processor: ``load_lora_weights``, ``set_adapters``, ``fuse_lora`` / ``unfuse_lora`` (:mod:`.lora`).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"

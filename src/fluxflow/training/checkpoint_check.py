@@ -18,6 +18,7 @@ LARGEST_SETTING = 1_000_000  # no width, depth or count in a model config of our
 # the VAEs --pretrained_vae_model_name_or_path loads; a flow run's checkpoint saves such a VAE beside its transformer
 PRETRAINED_VAE_CLASSES = ("AutoencoderKL", "FluxFlowVAE")
 PRETRAINED_VAE_FLAG = "--pretrained_vae_model_name_or_path"
+FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")  # a missing name ending so is a file, no repo
 
 
 def checkpoint_configs(path: str | os.PathLike) -> dict[str, tuple[str | None, dict]]:
@@ -43,11 +44,27 @@ def _folders(p: Path) -> dict[str, Path]:
     return {"vae": p}
 
 
+def local_checkpoint(name: str) -> str:
+    """``name`` itself when it is on disk (or no Hub id); a Hub repo id's snapshot, downloaded once and then read
+    from the Hub cache: the pipeline, without the ``checkpoints/`` a run pushed beside it."""
+    if os.path.exists(name) or not is_repo_id(name):
+        return name
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name, ignore_patterns=["checkpoints/*"])
+
+
 def checkpoint_problems(path: str) -> list[str]:
-    """Everything wrong with ``--model_checkpoint path`` (``[]`` when fluxflow can load it)."""
+    """Everything wrong with ``--model_checkpoint path`` (``[]`` when fluxflow can load it); a Hub repo id is
+    downloaded here, before anything is built."""
     flag = f"--model_checkpoint {path!r}"
-    if not os.path.exists(path):
-        return [f"{flag} does not exist"]
+    if not os.path.exists(path) and (not is_repo_id(path) or path.endswith(FILE_SUFFIXES)):
+        return [f"{flag} does not exist (neither a file or folder nor a Hub repo id)"]
+    try:
+        path = local_checkpoint(path)
+    except Exception as err:  # not found, offline without a cached copy, no access: huggingface_hub says which
+        return [f"{flag} does not exist here, and as a Hub repo id it cannot be downloaded "
+                f"({' '.join(str(err).split())[:300]})"]
     p = Path(path)
     if p.is_dir() and not ((p / "vae" / "config.json").is_file() or (p / "config.json").is_file()):
         return [f"{flag} is a folder without vae/config.json or config.json: give a checkpoint.safetensors, a "
@@ -118,7 +135,7 @@ def _largest(value) -> int:
 
 def checkpoint_sizes(path: str) -> tuple[int | None, int | None]:
     """``(VAE downsampling, flow patch size)`` of a valid ``--model_checkpoint``; ``None`` for a model it lacks."""
-    configs = checkpoint_configs(path)
+    configs = checkpoint_configs(local_checkpoint(path))
     vae, transformer = configs.get("vae", (None, None))[1], configs.get("transformer", (None, None))[1]
     down = 2 ** (len(vae["block_out_channels"]) - 1) if vae and "block_out_channels" in vae else None
     return down, transformer.get("patch_size") if transformer else None

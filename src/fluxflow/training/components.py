@@ -17,9 +17,10 @@ from ..models.presets import preset_config
 from ..models.spade import SPADE
 from ..models.vae import vae_scale_factor
 from ..pipelines.single_file import MODEL_CLASSES, load_single_file, read_metadata
-from .checkpoint_check import PRETRAINED_VAE_CLASSES, PRETRAINED_VAE_FLAG
+from .checkpoint_check import PRETRAINED_VAE_CLASSES, PRETRAINED_VAE_FLAG, local_checkpoint
 from .config import TrainConfig
 from .errors import ConfigError
+from .lora import add_lora
 from .speed import allow_tf32, compile_models
 from .tokenizer import bundled_text_model
 from .vae_objective import VAEForward
@@ -151,6 +152,8 @@ def build_components(cfg: TrainConfig) -> Components:
         flow_overrides.update({k: v for k, v in sizes.items() if v is not None})
         transformer = loaded.get("transformer") or FluxFlowTransformer.from_preset(cfg.model_preset, **flow_overrides)
         check_flow_fits_vae(cfg, transformer, vae)
+        if cfg.lora_rank:  # the base frozen, an adapter trained (lora.py)
+            add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
         text_encoder = loaded.get("text_encoder") or build_text_encoder(cfg)
         text_encoder.requires_grad_(False)
         if cfg.train_text_encoder:  # the projection heads; the backbone too unless its config freezes it
@@ -242,8 +245,8 @@ def select_trainable(cfg: TrainConfig, vae: FluxFlowVAE) -> None:
 
 
 def load_checkpoint_models(path: str) -> dict:
-    """``{component: model}`` from a ``checkpoint.safetensors`` or a saved pipeline / model folder."""
-    p = Path(path)
+    """``{component: model}`` from a ``checkpoint.safetensors``, a saved pipeline / model folder or a Hub repo."""
+    p = Path(local_checkpoint(path))
     if p.is_file():
         read_metadata(p)  # names the file if it is not a fluxflow checkpoint
         models = load_single_file(p)

@@ -24,6 +24,7 @@ from .checkpoint_check import (checkpoint_problems, checkpoint_sizes, pretrained
 from .data import DataConfig, image_file_problem
 from .data.config import has_metadata
 from .errors import ConfigError, did_you_mean
+from .lora import LORA_TARGETS, lora_problems
 from .optim import DEFAULT_LR, OptimSchedConfig, load_optim_sched_config
 from .schema import COUNT, NON_NEGATIVE, POSITIVE, STEPS, UNIT, Field, check_value, flag, list_flag
 
@@ -140,13 +141,22 @@ class TrainConfig(DataConfig):
                                               "ratio)", Field("float", 0.25, 64))
     tokenizer_name: str = flag("distilbert-base-uncased", "Tokenizer (Hub id or folder); offline, the BERT-uncased "
                                                           "vocabulary of the bundled all-MiniLM-L6-v2 is used")
-    model_checkpoint: str | None = flag(None, "Initialise weights from a checkpoint.safetensors (or a pipeline "
-                                              "folder)")
+    model_checkpoint: str | None = flag(None, "Initialise weights from a checkpoint.safetensors, a pipeline folder "
+                                              "or a Hub repo id (the base of a LoRA run)",
+                                        aliases=("pretrained_model_name_or_path",))
     pretrained_vae_model_name_or_path: str | None = flag(
         None, "A pretrained VAE (folder or Hub id: a diffusers AutoencoderKL such as an SD3/Flux one, or a "
               "FluxFlowVAE), frozen, for flow training (stage 2); it replaces a --model_checkpoint's VAE")
     pretrained_vae_subfolder: str | None = flag(None, "Subfolder of --pretrained_vae_model_name_or_path that holds "
                                                       "the VAE (e.g. 'vae' of a pipeline)")
+    # --- LoRA fine-tuning of a trained flow processor
+    lora_rank: int = flag(0, "Train a LoRA adapter of this rank on the --model_checkpoint's flow processor, which "
+                             "stays frozen; only the adapter is saved (0: no LoRA)", COUNT)
+    lora_alpha: float | None = flag(None, "LoRA scale numerator: the adapter's update is scaled by alpha / rank "
+                                          "(default: --lora_rank, a scale of 1)", POSITIVE)
+    lora_target_modules: list[str] = list_flag(list(LORA_TARGETS), "Linear layers of the flow processor that get "
+                                               "an adapter, by name or dotted suffix (default: attention and MLP "
+                                               "projections)")
     # --- checkpoints, logs, samples
     output_path: str = flag("outputs", "Folder for checkpoints, state, samples and logs")
     log_interval: int = flag(10, "Log metrics every N optimizer steps", STEPS)
@@ -320,6 +330,7 @@ class TrainConfig(DataConfig):
             p.append(f"--use_fp16 conflicts with --mixed_precision {self.mixed_precision}")
         if self.streaming and self.max_train_steps is None:
             p.append("--streaming needs --max_train_steps (a streamed data set has no length)")
+        p += lora_problems(self, after_stage)
         if self.train_vae and self.l1_weight == 0 and self.mse_weight == 0:
             p.append("--train_vae with --l1_weight 0 and --mse_weight 0 has no reconstruction loss")
         return p

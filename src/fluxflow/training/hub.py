@@ -23,6 +23,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 from .. import __version__
+from ..pipelines.lora import LORA_WEIGHT_NAME
 from ..repo_ids import is_repo_id
 from .checkpoint import CHECKPOINT_FILE
 from .data.config import FOLDER_BUILDERS
@@ -33,7 +34,7 @@ TAGS = ["fluxflow", "text-to-image", "diffusers", "diffusers-training", "rectifi
 GRID_NAME = "samples"  # the card's image: samples.webp (or .png) beside README.md
 # where push_checkpoint puts its files in the repo (a loader by repo id should skip it: ignore "checkpoints/*")
 CHECKPOINTS_IN_REPO = "checkpoints"
-CHECKPOINT_FILES = (CHECKPOINT_FILE, "logs/metrics.jsonl", "logs/train_config.json")
+CHECKPOINT_FILES = (CHECKPOINT_FILE, LORA_WEIGHT_NAME, "logs/metrics.jsonl", "logs/train_config.json")
 # diffusers' training scripts write the license of the model they fine-tune (creativeml-openrail-m for SD 1.x,
 # openrail++ for SDXL, "other" for FLUX.1-dev's own terms). A fluxflow run trains from scratch or on a frozen
 # pretrained VAE: the weights' terms follow the data and that VAE, which only the trainer knows. So "other"
@@ -271,9 +272,9 @@ class HubPusher:
         Blocking; returns the commit URL. Raises :class:`HubPushError` (the local files stay) on failure."""
         self.wait()
         folder = Path(pipeline_folder) if pipeline_folder is not None else self.out / "pipeline"
-        if not any((folder / name).is_file() for name in ("model_index.json", "config.json")):
-            raise HubPushError(f"nothing to push: {folder} holds no exported pipeline or model (model_index.json, "
-                               "config.json)")
+        if not any((folder / name).is_file() for name in ("model_index.json", "config.json", LORA_WEIGHT_NAME)):
+            raise HubPushError(f"nothing to push: {folder} holds no exported pipeline, model or LoRA adapter "
+                               f"(model_index.json, config.json, {LORA_WEIGHT_NAME})")
         files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
         deletes = None
         if self._wanted_step is not None and self._wanted_step != self._pushed_step:

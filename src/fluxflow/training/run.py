@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..atomic import write_text_atomically
 from ..pipelines import tokenize_prompts
+from ..pipelines.lora import LORA_WEIGHT_NAME
 from .checkpoint import (check_free_space, load_state, remove_leftovers, resolve_resume, save_model_folder, save_state,
                          save_weights)
 from .components import Components, build_components
@@ -37,6 +38,7 @@ from .flow_objective import FlowObjective, TextEmbeddingCache
 from .guards import NonFiniteError, agree, nonfinite_weight
 from .hub import HubPusher, HubPushError, hub_id, newest_grid
 from .latent_statistics import measure_latent_statistics
+from .lora import LORA_FOLDER, export_lora, save_lora
 from .latent_cache import CachedCollator, build_or_open, default_cache_dir
 from .metrics import MetricsLog
 from .optim import (LR_FILE, OptimSchedConfig, OptimSchedSet, build_optimizers_and_schedulers, ensure_train_mode,
@@ -150,14 +152,20 @@ class Run:
                 raise NonFiniteError(f"step {step}: {bad or 'a weight (see the main process)'} holds NaN/Inf values; "
                                      "not saving a checkpoint (the last one on disk is kept). Lower --lr or "
                                      "--max_grad_norm and resume with --resume_from_checkpoint latest")
-            scheduler = sampling_scheduler(self.cfg.timestep_shift) if self.models.transformer is not None else None
-            save_weights(accelerator, self.out, models, tokenizer=self.tokenizer, scheduler=scheduler,
-                         extra={"global_step": step})
+            if self.cfg.lora_rank:  # the adapter only: the base is the --model_checkpoint's, unchanged
+                if accelerator.is_main_process:
+                    save_lora(self.out / LORA_WEIGHT_NAME, models["transformer"])
+                accelerator.wait_for_everyone()
+            else:
+                scheduler = sampling_scheduler(self.cfg.timestep_shift) if self.models.transformer is not None \
+                    else None
+                save_weights(accelerator, self.out, models, tokenizer=self.tokenizer, scheduler=scheduler,
+                             extra={"global_step": step})
         folder = save_state(accelerator, self.out, step, self.state, self.cfg.checkpoints_total_limit)
         if accelerator.is_main_process:
             save_lrs(self.out / LR_FILE, self.optim)
             logger.info("step %d: checkpoint saved (%s, %s)", step, folder.relative_to(self.out),
-                        "checkpoint.safetensors")
+                        LORA_WEIGHT_NAME if self.cfg.lora_rank else "checkpoint.safetensors")
             if self.cfg.plot_graphs and (self.out / "logs" / "metrics.jsonl").exists():
                 from .graphs import plot_metrics
 
@@ -215,7 +223,11 @@ class Run:
     @_averaged
     def export(self) -> None:
         """``vae/`` always; ``pipeline/`` (a complete diffusers folder, EMA weights when EMA is on) with a flow
-        processor. The pipeline's default image size is the size the run trained at."""
+        processor. The pipeline's default image size is the size the run trained at. A LoRA run exports only its
+        adapter, to ``lora/``."""
+        if self.cfg.lora_rank:
+            self._export_lora()
+            return
         if self.accelerator.is_main_process:
             save_model_folder(self.models.unwrapped("vae"), self.out / "vae")
         if self.models.transformer is None:
@@ -233,6 +245,14 @@ class Run:
         with ema_weights(pipe.transformer, self.models.ema):
             export_pipeline(pipe, self.out / "pipeline", card, grid=newest_grid(self.out / "samples", "flow"))
 
+    def _export_lora(self) -> None:
+        transformer, cfg = self._whole("transformer"), self.cfg
+        if self.accelerator.is_main_process:
+            export_lora(self.out / LORA_FOLDER, transformer, base=cfg.model_checkpoint, steps=self.progress.global_step,
+                        data=cfg.dataset_name or cfg.data_path, caption=cfg.sample_captions[0],
+                        base_is_hub_id=hub_id(cfg.model_checkpoint) is not None,
+                        grid=newest_grid(self.out / "samples", "flow"))
+
     def push(self, final: bool) -> None:
         """``--push_to_hub``: the exported pipeline (or a VAE run's ``vae/``) at the end, blocking; with
         ``--hub_push_checkpoints`` the checkpoint just saved, in the background."""
@@ -242,7 +262,8 @@ class Run:
         if not final:
             self.pusher.push_checkpoint(step)
             return
-        folder = self.out / ("pipeline" if self.models.transformer is not None else "vae")
+        folder = self.out / (LORA_FOLDER if self.cfg.lora_rank else
+                             "pipeline" if self.models.transformer is not None else "vae")
         self.pusher.push_final(step, folder)
 
     def pipeline(self):

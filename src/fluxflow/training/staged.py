@@ -18,9 +18,11 @@ import shutil
 from pathlib import Path
 
 from ..atomic import atomic_path, write_text_atomically
+from ..pipelines.lora import LORA_WEIGHT_NAME
 from .checkpoint import CHECKPOINT_FILE, remove_leftovers, save_folder, state_folders
 from .config import TrainConfig
 from .errors import ConfigError
+from .lora import LORA_FOLDER
 from .signals import StopSignal
 from .stages import Stage
 from .trainer import RUN_END, train
@@ -28,7 +30,7 @@ from .trainer import RUN_END, train
 logger = logging.getLogger("fluxflow.train")
 
 PLAN_FILE = "plan.json"  # in OUTPUT_PATH/stages/: the stage names a run started with
-COPIED = (CHECKPOINT_FILE, "vae", "pipeline")  # what the top of the output folder keeps of the latest stage
+COPIED = (CHECKPOINT_FILE, "vae", "pipeline", LORA_WEIGHT_NAME, LORA_FOLDER)  # the top keeps the latest stage's
 
 
 def run_stages(top: TrainConfig, stages: list[Stage], stop: StopSignal) -> Path:

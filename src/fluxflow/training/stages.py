@@ -350,10 +350,13 @@ def _launch_problems(cfg: TrainConfig) -> list[str]:
 
 def _chain_problems(stages: list[Stage]) -> list[tuple[str, str]]:
     """What only the sequence shows: a later stage's image size against the VAE of stage 1 and the flow
-    processor of the first stage that has one; no VAE training after a (frozen) pretrained VAE."""
-    first, pairs = stages[0].cfg if stages else None, []
+    processor of the first stage that has one; no VAE training after a (frozen) pretrained VAE; LoRA only last."""
+    pairs = [(stage.label, f"--lora_rank {stage.cfg.lora_rank}: a LoRA stage saves only its adapter, so it must be "
+                            "the last stage (the next one starts from a whole checkpoint)")
+             for stage in stages[:-1] if stage.cfg.lora_rank]
+    first = stages[0].cfg if stages else None
     if first is None or first.model_preset not in PRESETS or first.flow_patch_size not in (None, 1, 2):
-        return []  # named by stage 1's own checks
+        return pairs  # the rest is named by stage 1's own checks
     down = _vae_downsampling(first)
     patch = _checkpoint_sizes(first)[1] or (_flow_patch(first) if first.trains_flow else None)
     for stage in stages[1:]:
