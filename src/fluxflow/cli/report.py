@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fluxflow.report.run_data import RUN_PARTS, stage_folders
+
 PROG = "fluxflow-report"
-RUN_PARTS = ("logs/metrics.jsonl", "samples", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not folder.is_dir():
         print(f"{PROG}: {folder} is not a folder (give a training run's --output_path)", file=sys.stderr)
         return 2
-    stages = sorted(p for p in (folder / "stages").glob("*-*") if p.is_dir()) if not args.out else []
+    stages = stage_folders(folder) if not args.out else []
     if stages:  # a pipeline run: each stage is a run of its own
         return max(main([str(stage)]) for stage in stages)
     if not any((folder / part).exists() for part in RUN_PARTS):

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 from pathlib import Path
 
 from ..atomic import write_text_atomically
 from ..training.metrics import read_metrics
 from .markdown import data_uri, markdown
+from .run_data import (GRID_TITLES, chart_groups, chart_title, grid_files, numeric_names, rows_by_step,
+                       series, training_modes)
 
-MODES = ("train_vae", "gan_training", "train_spade", "train_diff", "train_diff_full", "train_text_encoder")
-GRID_TITLES = {"vae": "VAE reconstructions", "flow": "Flow samples"}
-GRID_NAME = re.compile(r"^(vae|flow)_grid_(\d+)\.webp$")  # training/grids.py's grid_path
-CHART_TITLES = {"loss": "Losses", "lr": "Learning rates", "grad_norm": "Gradient norms", "val": "Validation"}
+__all__ = ["chart_groups", "grid_files", "report_html", "write_report"]
 # the browser itself refuses any request the page would make: only inline script and style, data: images
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 GRID_WIDTH = 512  # small grids are shown enlarged (pixelated) up to about this width
@@ -44,15 +42,14 @@ def report_html(folder: Path) -> str:
     rows, metrics_note = _load(folder / "logs" / "metrics.jsonl", read_metrics)
     config, config_note = _load(folder / "logs" / "train_config.json",
                                 lambda p: json.loads(Path(p).read_text(encoding="utf-8")))
-    rows = sorted((r for r in rows or [] if _number(r.get("step")) is not None), key=lambda r: r["step"])
+    rows = rows_by_step(rows)
     config = config if isinstance(config, dict) else None
-    groups = chart_groups({k for r in rows for k, v in r.items() if _number(v) is not None})
-    series = {name: [[r["step"], _number(r[name])] for r in rows if name in r]
-              for names in groups.values() for name in names}
+    groups = chart_groups(numeric_names(rows))
+    values = series(rows, groups)
     grids = grid_files(folder / "samples")
     grid_data = {kind: [{"step": step, "src": data_uri(path)} for step, path in steps]
                  for kind, steps in grids.items()}
-    curves = _curves(groups, series) if rows else _missing(metrics_note or "no metrics were logged")
+    curves = _curves(groups, values) if rows else _missing(metrics_note or "no metrics were logged")
     body = "\n".join([
         _header(folder, rows, config),
         _section("Curves", curves),
@@ -63,7 +60,7 @@ def report_html(folder: Path) -> str:
     ])
     return _asset("page.html").format(
         title=esc(f"fluxflow report: {folder.resolve().name}"), csp=CSP, style=_asset("page.css"), body=body,
-        metrics=_script_json(series), grids=_script_json(grid_data), errors=_asset("errors.js"),
+        metrics=_script_json(values), grids=_script_json(grid_data), errors=_asset("errors.js"),
         script=_asset("page.js"))
 
 
@@ -75,35 +72,6 @@ def _load(path: Path, read):
         return read(path), None
     except (OSError, ValueError) as err:
         return None, f"{path.parent.name}/{path.name} could not be read: {err}"
-
-
-def _number(value) -> float | int | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok else None
-
-
-def chart_groups(names) -> dict[str, list[str]]:
-    """Series names by chart: ``loss``, ``lr`` and ``grad_norm`` by their first part; validation by its second
-    (``val/vae``, ``val/flow``, ...; two-part names such as ``val/seconds`` go to ``val``)."""
-    groups: dict[str, list[str]] = {}
-    for name in sorted(names):
-        parts = name.split("/")
-        if parts[0] in ("loss", "lr", "grad_norm") and len(parts) > 1:
-            groups.setdefault(parts[0], []).append(name)
-        elif parts[0] == "val" and len(parts) > 1:
-            groups.setdefault("/".join(parts[:2]) if len(parts) > 2 else "val", []).append(name)
-    order = ["loss", "lr", "grad_norm"]  # then val/<sub> by name, then the other val/ values (times, mostly)
-    rank = {group: order.index(group) if group in order else 3 + (group == "val") for group in groups}
-    return dict(sorted(groups.items(), key=lambda kv: (rank[kv[0]], kv[0])))
-
-
-def grid_files(samples: Path) -> dict[str, list[tuple[int, Path]]]:
-    """The grid images in ``samples/`` by kind (``vae``, ``flow``), each as ``(step, path)`` in step order."""
-    grids: dict[str, list[tuple[int, Path]]] = {}
-    for path in sorted(samples.iterdir()) if samples.is_dir() else []:
-        if (match := GRID_NAME.match(path.name)) and path.is_file():
-            grids.setdefault(match[1], []).append((int(match[2]), path))
-    return {kind: sorted(grids[kind]) for kind in GRID_TITLES if kind in grids}
 
 
 def _script_json(value) -> str:
@@ -122,7 +90,7 @@ def _missing(why: str) -> str:
 
 def _header(folder: Path, rows: list[dict], config: dict | None) -> str:
     last = f"step {rows[-1]['step']}" if rows else "no step logged"
-    modes = [m for m in MODES if config and config.get(m) is True]
+    modes = training_modes(config)
     badges = "".join(f'<span class="mode">{esc(m)}</span>' for m in modes) or \
         ('<span class="missing">no training mode in the config</span>' if config else "")
     return (f'<header><h1>{esc(folder.resolve().name)}</h1>'
@@ -130,14 +98,14 @@ def _header(folder: Path, rows: list[dict], config: dict | None) -> str:
             f'<p><span class="last-step">{esc(last)}</span> {badges}</p></header>')
 
 
-def _curves(groups: dict[str, list[str]], series: dict[str, list]) -> str:
+def _curves(groups: dict[str, list[str]], points: dict[str, list]) -> str:
     """One ``figure.chart`` per group, naming its series; the script draws them. Losses are log-scaled when
     every value is positive (they fall over decades)."""
     charts = []
     for group, names in groups.items():
-        values = [v for n in names for _, v in series[n] if v is not None]
+        values = [v for n in names for _, v in points[n] if v is not None]
         log = group == "loss" and bool(values) and min(values) > 0
-        title = CHART_TITLES.get(group) or f"Validation: {group.split('/', 1)[1]}"
+        title = chart_title(group)
         charts.append(f'<figure class="chart" data-group="{esc(group)}" data-series="{esc(",".join(names))}" '
                       f'data-log="{int(log)}"><figcaption>{esc(title)}{" (log scale)" if log else ""}'
                       f'</figcaption><div class="plot"></div><ul class="legend"></ul></figure>')
