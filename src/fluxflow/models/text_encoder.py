@@ -63,7 +63,7 @@ class FluxFlowTextEncoder(FluxFlowModelMixin, ModelMixin, ConfigMixin):
         backbone_config: dict | None = None,
         embed_dim: int = 384,
         pooled_dim: int = 384,
-        activation: str = "bezier",
+        activation: str = "gelu",
         freeze_backbone: bool = False,
         max_length: int = 77,
     ):

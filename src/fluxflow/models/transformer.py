@@ -117,7 +117,7 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         num_layers: int = 12,
         num_attention_heads: int = 8,
         mlp_ratio: float = 2.0,
-        activation: str = "bezier",
+        activation: str = "gelu",
         text_embed_dim: int = 384,
         pooled_projection_dim: int = 384,
         rope_theta: int = 10000,
