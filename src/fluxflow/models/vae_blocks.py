@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import make_activation, num_groups
-from .spade import SPADE
+from .spade import SPADE, LeanSPADE
 
 
 class ResnetBlock(nn.Module):
@@ -20,7 +20,7 @@ class ResnetBlock(nn.Module):
                  spade_hidden_channels: int = 64):
         super().__init__()
         if context_channels:
-            self.norm1 = SPADE(in_channels, context_channels, spade_hidden_channels)
+            self.norm1 = LeanSPADE(in_channels, context_channels, spade_hidden_channels)
         else:
             self.norm1 = nn.GroupNorm(num_groups(in_channels), in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -32,7 +32,7 @@ class ResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x, context) if isinstance(self.norm1, SPADE) else self.norm1(x)
         h = self.conv2(self.act(self.norm2(self.conv1(h))))
-        return self.skip(x) + h
+        return h.add_(self.skip(x))  # in place: conv2 keeps no output for backward; same sum as skip(x) + h
 
 
 class AttentionBlock(nn.Module):
