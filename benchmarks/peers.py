@@ -141,9 +141,20 @@ def latent_size(args, vae_cfg: dict) -> int:
 
 def match_autoencoder_kl(vae_cfg: dict, target: int) -> tuple[dict, int]:
     """AutoencoderKL with our stage count and latent channels; widths = ours * k (multiples of its norm
-    groups), 1 or 2 layers per block; the candidate nearest to ``target`` parameters."""
+    groups), 1 or 2 layers per block; the candidate nearest to ``target`` parameters. Its usual 32 norm groups
+    (fewer for narrower models) unless no width on that grid comes within ``TOLERANCE``: then groups of 8 or 4,
+    a finer grid of widths (small models, e.g. the tiny preset)."""
+    groups = min(32, min(vae_cfg["block_out_channels"]))
+    best = _match_autoencoder_kl(vae_cfg, target, groups)
+    for finer in (8, 4):
+        if abs(best[1] / target - 1) <= TOLERANCE or finer >= groups:
+            continue
+        best = min(best, _match_autoencoder_kl(vae_cfg, target, finer), key=lambda cn: abs(math.log(cn[1] / target)))
+    return best
+
+
+def _match_autoencoder_kl(vae_cfg: dict, target: int, groups: int) -> tuple[dict, int]:
     ours = vae_cfg["block_out_channels"]
-    groups = min(32, min(ours))
     cands = []
     for layers in (2, 1):
         series = []

@@ -267,3 +267,22 @@ def test_bucket_size_gives_non_square_output():
 def test_unknown_interpolation():
     with pytest.raises(ValueError, match="lanczos, bicubic, bilinear"):
         ImageTransform(32, interpolation="nearest")
+
+
+def test_webp_canvas_reads_the_size_from_the_header_of_every_webp_kind():
+    """The bomb check's fallback for WebPs that Pillow 12 will not open: size from 30 header bytes."""
+    import io
+
+    from PIL import Image
+
+    from data_helpers import webp_header_only
+    from fluxflow.training.data.images import webp_canvas
+
+    assert webp_canvas(webp_header_only(16_383, 9_000)) == (16_383, 9_000)  # extended (VP8X)
+    for options in ({}, {"lossless": True}):  # lossy VP8, lossless VP8L
+        data = io.BytesIO()
+        Image.new("RGB", (37, 21), (10, 200, 30)).save(data, "WEBP", **options)
+        assert webp_canvas(data.getvalue()) == (37, 21)
+    png = io.BytesIO()
+    Image.new("RGB", (5, 5)).save(png, "PNG")
+    assert webp_canvas(png.getvalue()) is None

@@ -1,7 +1,7 @@
 """FluxFlowTransformer: the flow processor, a rectified-flow transformer over patchified VAE latents.
 
 A DiT-style stack: image tokens attend to each other (2-D RoPE, QK-norm, SDPA), then to the text tokens
-(cross-attention with the padding mask), then an MLP (Bezier by default). The noise level and the pooled
+(cross-attention with the padding mask), then an MLP (GELU by default). The noise level and the pooled
 text vector modulate every block through adaLN-Zero, so a freshly built model predicts zero velocity.
 """
 

@@ -138,7 +138,7 @@ class FluxFlowVAE(FluxFlowModelMixin, ModelMixin, ConfigMixin):
         latent_channels: int = 16,
         block_out_channels: tuple[int, ...] = (128, 256, 256, 512),
         layers_per_block: int | tuple[int, ...] = 1,
-        activation: str = "bezier",
+        activation: str = "silu",
         mid_block_attention: bool = True,
         attention_head_dim: int = 64,
         use_spade: bool = True,

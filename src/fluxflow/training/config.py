@@ -128,7 +128,8 @@ class TrainConfig(DataConfig):
     sample_guidance_scale: float = flag(5.0, "Classifier-free guidance of flow samples", NUMBER)
     # --- models
     model_preset: str = flag("base", "Model sizes (docs/ARCHITECTURE.md)", _choice(*PRESETS))
-    activation: str | None = flag(None, "Activation of the VAE and flow processor (default: the preset's, bezier)",
+    activation: str | None = flag(None, "Activation of a new VAE and flow processor (default: SiLU in the VAE, GELU in "
+                                        "the flow processor, as measured in docs/BENCHMARKS.md)",
                                   _choice(*ACTIVATIONS))
     vae_block_out_channels: list[int] = list_flag([], "Channels of a new VAE's stages; n stages downsample "
                                                       "2^(n-1)x (default: the preset's, 4 stages)")

@@ -67,10 +67,38 @@ def open_image(source: str | os.PathLike | bytes, name: str, max_pixels: int,
         raise BadSample("bomb", name, f"{said[1]} pixels > max_image_pixels={max_pixels}" if said
                         else str(e)) from None
     except Exception as e:  # noqa: BLE001 -- any decoder failure is one bad file, not a crash
+        size = webp_canvas(source)  # a WebP some PIL versions refuse to open before telling its size
+        if size and size[0] * size[1] > max_pixels:
+            raise BadSample("bomb", name, f"{size[0]}x{size[1]} pixels > max_image_pixels={max_pixels}") from None
         known = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
         detail = "" if isinstance(e, UnidentifiedImageError) else (
             str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}")
         raise BadSample(_failure_kind(source, e), name, detail) from None
+
+
+def webp_canvas(source: str | os.PathLike | bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a WebP file's first chunk header (VP8X canvas, lossy VP8 or lossless VP8L), or
+    ``None`` when ``source`` is no WebP. Pillow 12 cannot open a WebP whose decoder it cannot create (a huge
+    canvas), so it never says the size; this reads it from 30 bytes, decoding nothing."""
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            head = bytes(source[:30])
+        else:
+            with open(source, "rb") as f:
+                head = f.read(30)
+    except OSError:
+        return None
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
 
 
 def _decode(fp, name: str, max_pixels: int, draft_size: int | None) -> Image.Image:
