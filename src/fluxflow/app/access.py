@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..pipelines.lora import LORA_WEIGHT_NAME as LORA_NAME
 from ..repo_ids import is_repo_id
 from ..report.run_data import is_run, stage_folders
 from .limits import RequestError
 
 PIPELINE_FILES = ("model_index.json",)  # a folder holding these is a saved pipeline
-LORA_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default LoRA file name
 
 
 @dataclass(frozen=True)

@@ -314,9 +314,9 @@ def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
         raise UsageError(f"--lora: {err}") from None
     names = [f"lora_{i}" for i in range(len(loras))]
     for name, (path, _) in zip(names, loras):
+        local = Path(path).expanduser()
         try:
-            pipe.load_lora_weights(str(Path(path).expanduser()) if Path(path).expanduser().exists() else path,
-                                   adapter_name=name)
+            pipe.load_lora_weights(str(local) if local.exists() else path, adapter_name=name)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             raise UsageError(f"--lora {path}: cannot be loaded into this model's flow processor "
                              f"({' '.join(str(err).split())[:300]})") from None

@@ -5,6 +5,7 @@ headers and ``config.json`` files are read; sizes are counted on PyTorch's meta 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -44,9 +45,11 @@ def _folders(p: Path) -> dict[str, Path]:
     return {"vae": p}
 
 
+@functools.lru_cache(maxsize=8)
 def local_checkpoint(name: str) -> str:
     """``name`` itself when it is on disk (or no Hub id); a Hub repo id's snapshot, downloaded once and then read
-    from the Hub cache: the pipeline, without the ``checkpoints/`` a run pushed beside it."""
+    from the Hub cache: the pipeline, without the ``checkpoints/`` a run pushed beside it. Remembered per name, so
+    the checks and the load ask the Hub once."""
     if os.path.exists(name) or not is_repo_id(name):
         return name
     from huggingface_hub import snapshot_download

@@ -49,18 +49,21 @@ def lora_problems(cfg, after_stage: bool = False) -> list[str]:
 
 def _target_problems(cfg) -> list[str]:
     """``--lora_target_modules`` against the Linear layers of the base's flow processor (its config, built on the
-    meta device) or, without a readable base, of the preset's."""
+    meta device) or, without a readable base (named by ``checkpoint_problems``), of the preset's."""
     from ..models import FluxFlowTransformer
     from ..models.presets import preset_config
-    from .checkpoint_check import checkpoint_configs, checkpoint_problems, local_checkpoint
+    from .checkpoint_check import checkpoint_configs, local_checkpoint
 
-    config = None
-    if cfg.model_checkpoint and not checkpoint_problems(cfg.model_checkpoint):
-        configs = checkpoint_configs(local_checkpoint(cfg.model_checkpoint))
-        if "transformer" not in configs:
+    config, configs = None, {}
+    if cfg.model_checkpoint:
+        try:
+            configs = checkpoint_configs(local_checkpoint(cfg.model_checkpoint))
+        except Exception:  # noqa: BLE001 -- an unreadable or missing base is named by checkpoint_problems
+            configs = {}
+        if configs and "transformer" not in configs:
             return [f"--lora_rank: --model_checkpoint {cfg.model_checkpoint!r} holds no flow processor to adapt "
                     f"(it has {', '.join(configs)})"]
-        config = configs["transformer"][1]
+        config = configs.get("transformer", (None, None))[1]
     config = {k: v for k, v in (config or preset_config(cfg.model_preset, "transformer")).items()
               if not k.startswith("_")}
     with torch.device("meta"):
