@@ -151,6 +151,25 @@ def test_model_size_flags_reach_the_built_models():
     assert not any(p.requires_grad for p in parts.text_encoder.parameters())
 
 
+def test_a_2_stage_vae_with_few_latent_channels_and_4x4_patches():
+    """16x16x4 latents at 32 px read as 4x4 patches: 16 tokens, the token count of an 8x VAE with 2x2 patches."""
+    import torch
+
+    from fluxflow.training.components import build_components
+
+    cfg, _ = parse_config(["--train_diff_full", "--train_vae", "--model_preset", "tiny", "--img_size", "32",
+                           "--vae_block_out_channels", "8", "16", "--vae_latent_channels", "3",
+                           "--flow_patch_size", "4", "--max_sequence_length", "12"])
+    parts = build_components(cfg)
+    assert parts.vae.config.latent_channels == 3 and parts.vae.spatial_compression_ratio == 2
+    assert parts.transformer.config.in_channels == 3 and parts.transformer.x_embedder.in_features == 3 * 16
+    latents = parts.vae.encode(torch.randn(2, 3, 32, 32)).latent_dist.mode()
+    assert latents.shape == (2, 3, 16, 16)
+    text = torch.randn(2, 12, parts.transformer.config.text_embed_dim)
+    pooled = torch.randn(2, parts.transformer.config.pooled_projection_dim)
+    assert parts.transformer(latents, text, pooled, torch.tensor([500.0, 500.0])).sample.shape == latents.shape
+
+
 def test_report_to_takes_several_trackers_or_all(tmp_path):
     import importlib.util
 

@@ -21,8 +21,8 @@ def test_fresh_model_predicts_zero_velocity_adaln_zero():
     assert isinstance(out, Transformer2DModelOutput) and torch.equal(out.sample, torch.zeros_like(args[0]))
 
 
-@pytest.mark.parametrize("patch_size", [1, 2])
-@pytest.mark.parametrize("hw", [(8, 8), (4, 12), (10, 6)])
+@pytest.mark.parametrize("patch_size", [1, 2, 4])
+@pytest.mark.parametrize("hw", [(8, 8), (4, 12), (12, 8)])
 def test_output_has_the_latent_shape(patch_size, hw):
     model = FluxFlowTransformer.from_preset("tiny", patch_size=patch_size)
     args, mask = _inputs(*hw)
@@ -34,6 +34,11 @@ def test_patchify_round_trip():
     tokens = patchify(x, 2)
     assert tokens.shape == (2, 15, 16)
     assert torch.equal(unpatchify(tokens, 2, 3, 5), x)
+    x = torch.randn(2, 4, 8, 12)
+    tokens = patchify(x, 4)
+    assert tokens.shape == (2, 6, 64)
+    assert torch.equal(tokens[0, 1], x[0, :, 0:4, 4:8].reshape(-1))  # channel-major, as with 2x2
+    assert torch.equal(unpatchify(tokens, 4, 2, 3), x)
 
 
 def test_padding_tokens_never_matter():
@@ -95,5 +100,27 @@ def test_bad_shapes_and_configs_are_named():
         model(*args, encoder_attention_mask=torch.ones(2, 5))
     with pytest.raises(ValueError, match="divisible by 4"):
         FluxFlowTransformer(hidden_size=30, num_attention_heads=3)
-    with pytest.raises(ValueError, match="patch_size must be 1 or 2"):
-        FluxFlowTransformer(patch_size=4)
+    with pytest.raises(ValueError, match=r"patch_size must be one of \(1, 2, 4\)"):
+        FluxFlowTransformer(patch_size=3)
+
+
+def test_absolute_positions_tell_tokens_where_they_are():
+    """Rotary embedding alone is blind to where a token is: on a uniform latent every token computes the same.
+    ``absolute_pos_embed`` (DiT's sin-cos) makes the same content give different outputs at different places;
+    it is off unless asked for, so saved models without the key compute as before."""
+    torch.manual_seed(0)
+    rope_only = perturb_(FluxFlowTransformer.from_preset("tiny"), scale=0.2).eval()
+    assert rope_only.config.absolute_pos_embed is False
+    with_positions = FluxFlowTransformer.from_preset("tiny", absolute_pos_embed=True).eval()
+    with_positions.load_state_dict(rope_only.state_dict())  # no new weights: the embedding is fixed
+    args, mask = _inputs()
+    uniform = torch.ones_like(args[0])
+    with torch.no_grad():
+        blind = rope_only(uniform, *args[1:], encoder_attention_mask=mask).sample
+        placed = with_positions(uniform, *args[1:], encoder_attention_mask=mask).sample
+    # tokens are 2x2 patches: compare patch (0, 0) with patch (3, 3)
+    assert torch.allclose(blind[..., 0:2, 0:2], blind[..., 6:8, 6:8], atol=1e-5)
+    assert not torch.allclose(placed[..., 0:2, 0:2], placed[..., 6:8, 6:8], atol=1e-3)
+    # positions are fractions of the grid: token (3, 3) of 4x4 sits where token (6, 6) of 8x8 does
+    small, big = (with_positions.absolute_positions(n, n, uniform) for n in (4, 8))
+    assert torch.allclose(small[3 * 4 + 3], big[6 * 8 + 6]) and not torch.allclose(small[3 * 4 + 3], big[3 * 8 + 3])

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from diffusers import ModelMixin  # bound at module level: diffusers' loader looks it up here
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, apply_rotary_emb
+from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, apply_rotary_emb, get_2d_sincos_pos_embed
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
@@ -23,6 +23,9 @@ from .modeling import FluxFlowModelMixin
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
+
+
+PATCH_SIZES = (1, 2, 4)  # 4: a VAE that downsamples little (16x16 latents at 32 px) at the token count of 8x
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -122,11 +125,12 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         pooled_projection_dim: int = 384,
         rope_theta: int = 10000,
         sample_size: int = 32,
+        absolute_pos_embed: bool = False,
     ):
         super().__init__()
         check_activation(activation)
-        if patch_size not in (1, 2):
-            raise ValueError(f"patch_size must be 1 or 2, got {patch_size}")
+        if patch_size not in PATCH_SIZES:
+            raise ValueError(f"patch_size must be one of {PATCH_SIZES}, got {patch_size}")
         head_dim, rem = divmod(hidden_size, num_attention_heads)
         if rem or head_dim % 4:
             raise ValueError(
@@ -174,6 +178,8 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
             raise ValueError(f"latent height and width must be multiples of patch_size={p}, got {h}x{w}")
         timestep = torch.as_tensor(timestep, device=hidden_states.device).float().expand(b)
         x = self.x_embedder(patchify(hidden_states, p))
+        if self.config.absolute_pos_embed:
+            x = x + self.absolute_positions(h // p, w // p, x)
         context = self.context_embedder(encoder_hidden_states)
         temb = self.time_text_embed(timestep, pooled_projections)
         rotary = self.pos_embed(grid_positions(h // p, w // p, x.device))
@@ -184,6 +190,16 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))
         out = unpatchify(x, p, h // p, w // p)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+
+    def absolute_positions(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
+        """DiT/PixArt's fixed 2-D sin-cos embedding of each token's place in the image, ``[h*w, hidden]``.
+
+        Rotary embedding only tells a token where the others are relative to it; a caption's "top left" needs
+        where it is in the picture. Positions are fractions of the grid (PixArt's ``base_size``), so they mean
+        the same at every size."""
+        base = max(1, self.config.sample_size // self.config.patch_size)
+        return get_2d_sincos_pos_embed(self.config.hidden_size, (h, w), base_size=base, device=x.device).to(x.dtype)
 
 
 def _attention_mask(mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor | None:

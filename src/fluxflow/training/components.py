@@ -130,6 +130,8 @@ def build_components(cfg: TrainConfig) -> Components:
         overrides["activation"] = cfg.activation
     if cfg.vae_block_out_channels:
         overrides["block_out_channels"] = tuple(cfg.vae_block_out_channels)
+    if cfg.vae_latent_channels:
+        overrides["latent_channels"] = cfg.vae_latent_channels
     vae = loaded.get("vae") or FluxFlowVAE.from_preset(cfg.model_preset, **overrides)
     if vae.config.in_channels != cfg.channels:
         raise ConfigError(f"--channels {cfg.channels} does not match the checkpoint's VAE "

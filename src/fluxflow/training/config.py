@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..models.layers import ACTIVATIONS
 from ..models.presets import PRESETS
+from ..models.transformer import PATCH_SIZES
 from .checkpoint_check import (checkpoint_problems, checkpoint_sizes, pretrained_vae_downsampling,
                                pretrained_vae_problems)
 from .data import DataConfig, image_file_problem
@@ -133,8 +134,10 @@ class TrainConfig(DataConfig):
                                   _choice(*ACTIVATIONS))
     vae_block_out_channels: list[int] = list_flag([], "Channels of a new VAE's stages; n stages downsample "
                                                       "2^(n-1)x (default: the preset's, 4 stages)")
-    flow_patch_size: int | None = flag(None, "Patch size of a new flow processor: 1 or 2 (default: the preset's, 2)",
-                                       _choice(1, 2))
+    vae_latent_channels: int | None = flag(None, "Latent channels of a new VAE (default: the preset's, 16; the flow "
+                                                 "processor takes as many)", STEPS)
+    flow_patch_size: int | None = flag(None, "Patch size of a new flow processor: 1, 2 or 4 (default: the "
+                                                       "preset's, 2)", _choice(*PATCH_SIZES))
     flow_hidden_size: int | None = flag(None, "Width of a new flow processor (default: the preset's)", STEPS)
     flow_num_layers: int | None = flag(None, "Blocks of a new flow processor (default: the preset's)", STEPS)
     flow_mlp_ratio: float | None = flag(None, "MLP width / width of a new flow processor (default: the preset's, "
@@ -344,8 +347,8 @@ class TrainConfig(DataConfig):
         trained = [f"--{name}" for name in ("train_vae", "gan_training", "train_spade") if getattr(self, name)]
         p = [f"--pretrained_vae_model_name_or_path is a frozen VAE for flow training (stage 2): it excludes "
              f"{', '.join(trained)}; train a FluxFlowVAE without it"] if trained else []
-        if self.vae_block_out_channels:
-            p.append("--vae_block_out_channels shapes a new VAE; the --pretrained_vae_model_name_or_path has its own")
+        p += [f"--{name} shapes a new VAE; the --pretrained_vae_model_name_or_path has its own"
+              for name in ("vae_block_out_channels", "vae_latent_channels") if getattr(self, name)]
         return p
 
     def _field_problems(self) -> list[str]:
@@ -367,7 +370,7 @@ class TrainConfig(DataConfig):
         the flow trains (else the first batch fails inside a model). The sizes come from the
         ``--pretrained_vae_model_name_or_path`` (a folder; a Hub id's VAE is checked when loaded) and the
         ``--model_checkpoint``'s models where they have them, else from the preset and the size flags."""
-        if self.model_preset not in PRESETS or self.flow_patch_size not in (None, 1, 2):
+        if self.model_preset not in PRESETS or self.flow_patch_size not in (None, *PATCH_SIZES):
             return []  # a bad preset or patch size is named elsewhere
         from ..models.presets import preset_config
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..models.presets import PRESETS, preset_config
+from ..models.transformer import PATCH_SIZES
 from .arguments import PIPELINE_KEYS, parse_command_line, read_config_mapping, read_options, sections_config
 from .checkpoint_check import (checkpoint_problems, checkpoint_sizes, pretrained_vae_downsampling,
                                pretrained_vae_problems)
@@ -355,14 +356,14 @@ def _chain_problems(stages: list[Stage]) -> list[tuple[str, str]]:
                             "the last stage (the next one starts from a whole checkpoint)")
              for stage in stages[:-1] if stage.cfg.lora_rank]
     first = stages[0].cfg if stages else None
-    if first is None or first.model_preset not in PRESETS or first.flow_patch_size not in (None, 1, 2):
+    if first is None or first.model_preset not in PRESETS or first.flow_patch_size not in (None, *PATCH_SIZES):
         return pairs  # the rest is named by stage 1's own checks
     down = _vae_downsampling(first)
     patch = _checkpoint_sizes(first)[1] or (_flow_patch(first) if first.trains_flow else None)
     for stage in stages[1:]:
         cfg = stage.cfg
         if patch is None and cfg.trains_flow and cfg.model_preset in PRESETS \
-                and cfg.flow_patch_size in (None, 1, 2):
+                and cfg.flow_patch_size in (None, *PATCH_SIZES):
             patch = _flow_patch(cfg)
         if first.pretrained_vae_model_name_or_path and cfg.trains_vae:
             pairs.append((stage.label, "train_vae, gan_training and train_spade train a FluxFlowVAE, but the "
