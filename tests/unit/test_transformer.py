@@ -106,12 +106,12 @@ def test_bad_shapes_and_configs_are_named():
 
 def test_absolute_positions_tell_tokens_where_they_are():
     """Rotary embedding alone is blind to where a token is: on a uniform latent every token computes the same.
-    ``absolute_pos_embed`` (DiT's sin-cos) makes the same content give different outputs at different places;
-    it is off unless asked for, so saved models without the key compute as before."""
+    ``absolute_pos_embed`` (DiT's sin-cos; on in the presets) makes the same content give different outputs at
+    different places."""
     torch.manual_seed(0)
-    rope_only = perturb_(FluxFlowTransformer.from_preset("tiny"), scale=0.2).eval()
-    assert rope_only.config.absolute_pos_embed is False
-    with_positions = FluxFlowTransformer.from_preset("tiny", absolute_pos_embed=True).eval()
+    rope_only = perturb_(FluxFlowTransformer.from_preset("tiny", absolute_pos_embed=False), scale=0.2).eval()
+    with_positions = FluxFlowTransformer.from_preset("tiny").eval()
+    assert with_positions.config.absolute_pos_embed is True
     with_positions.load_state_dict(rope_only.state_dict())  # no new weights: the embedding is fixed
     args, mask = _inputs()
     uniform = torch.ones_like(args[0])
@@ -124,3 +124,20 @@ def test_absolute_positions_tell_tokens_where_they_are():
     # positions are fractions of the grid: token (3, 3) of 4x4 sits where token (6, 6) of 8x8 does
     small, big = (with_positions.absolute_positions(n, n, uniform) for n in (4, 8))
     assert torch.allclose(small[3 * 4 + 3], big[6 * 8 + 6]) and not torch.allclose(small[3 * 4 + 3], big[3 * 8 + 3])
+
+
+def test_a_saved_model_without_absolute_positions_loads_as_it_was(tmp_path):
+    """Models saved before ``absolute_pos_embed`` existed have no such key: they load with it off."""
+    import json
+
+    torch.manual_seed(0)
+    old = perturb_(FluxFlowTransformer.from_preset("tiny", absolute_pos_embed=False), scale=0.2).eval()
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    del config["absolute_pos_embed"]
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    loaded = FluxFlowTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.absolute_pos_embed is False
+    args, mask = _inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(*args, encoder_attention_mask=mask).sample, old(*args, encoder_attention_mask=mask).sample)
