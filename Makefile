@@ -1,6 +1,6 @@
 # fluxflow: set up a virtual environment, run the main job, run the tests.
 #   make demo   set up, then run the whole system on the embedded shapes data set: VAE, flow, pipeline,
-#               judged images for held-out prompts (offline, CPU, about 18 minutes; QUICK=1: about 1 minute)
+#               judged images for held-out prompts (offline, CPU, about 15 minutes; QUICK=1: about 1 minute)
 #   make test   set up, then run the test suite (offline, CPU, a few minutes)
 PYTHON ?= python3
 VENV   ?= .venv

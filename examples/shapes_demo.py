@@ -1,21 +1,22 @@
 """The whole system on the embedded shapes data set, offline: data -> VAE -> flow -> pipeline -> judged images.
 
-    python examples/shapes_demo.py [--quick] [--out outputs/demo] [--vae_steps N] [--flow_steps N]
+    python examples/shapes_demo.py [--quick] [--out outputs/demo] [--vae_steps N] [--flow_steps N] [--seed N]
 
 1. writes the captioned shapes set (training images and held-out test images);
 2. runs the pipeline file `examples/pipelines/shapes_demo.yaml` (its steps set by this script's plan, the file
-   as run saved as `<out>/pipeline.yaml`): stage 1 trains the VAE (reconstruction + KL, SPADE; no GAN: at
-   this size and length the adversarial term slowed reconstruction down), stage 2 the flow processor on its
-   cached latents with the pretrained offline all-MiniLM-L6-v2 text encoder, CFG caption dropout and EMA;
-   both validate on the held-out split at every checkpoint; `<out>/pipeline/` is the exported pipeline;
+   as run saved as `<out>/pipeline.yaml`): stage 1 trains a 2x VAE (16x16x4 latents; reconstruction + KL,
+   SPADE; no GAN: at this size and length the adversarial term slowed reconstruction down), stage 2 the flow
+   processor (4x4 patches: 16 tokens, batch 32) on its cached latents with the pretrained offline
+   all-MiniLM-L6-v2 text encoder, CFG caption dropout and EMA; both validate on the held-out split at every
+   checkpoint; `<out>/pipeline/` is the exported pipeline;
 3. generates one image per held-out caption with `FluxFlowPipeline`, writes a grid and prints the shapes
    judge's accuracy (colour, shape, position, background), also saved as `result.json`;
 4. writes each stage's report page (`stages/1-vae/report.html`, `stages/2-flow/report.html`): its curves,
    validation, sample grids across checkpoints, config and model card.
 
-Full: about 18 minutes on 2 CPU cores (measured 2026-12-02: training 1,061 s, VAE 2,000 steps 641 s, flow
-3,000 steps on the latent cache 418 s, validation included; judge 0.70 on all four attributes, VAE ceiling
-0.80); `--quick`: about a minute (a smoke test, not a useful model).
+Full: about 15 minutes on 2 CPU cores (measured 2026-12-02: whole demo 14 min 26 s, training 856 s, VAE 1,800
+steps 360 s, flow 2,200 steps on the latent cache 495 s, validation included; judge 0.81 on all four
+attributes, VAE ceiling 0.94; docs/BENCHMARKS.md); `--quick`: about a minute (a smoke test, not a useful model).
 Run again, it continues where it stopped (`--resume_from_checkpoint latest`): a stage stopped by Ctrl+C or
 SIGTERM is finished first, and the flow stage never starts on an unfinished VAE.
 """
@@ -35,11 +36,11 @@ from fluxflow.cli.train import main as train
 from fluxflow.datasets.shapes import judge_accuracy, judge_reconstructions, read_split, write_shapes_dataset
 from fluxflow.report import write_report
 
-FULL = {"n": 2000, "n_test": 64, "vae_steps": 2000, "flow_steps": 3000, "sample_steps": 20}
+FULL = {"n": 2000, "n_test": 64, "vae_steps": 1800, "flow_steps": 2200, "sample_steps": 20}
 QUICK = {"n": 128, "n_test": 16, "vae_steps": 30, "flow_steps": 40, "sample_steps": 8}
-FULL_TIME = "about 18 minutes on 2 CPU cores"  # measured: training 1,061 s (see the docstring)
+FULL_TIME = "about 15 minutes on 2 CPU cores"  # measured: 14 min 26 s (see the docstring)
 QUICK_TIME = "about a minute"
-SIZE = 32  # pixels; a 3-stage VAE (4x downsampling) keeps 8x8x16 latents, enough for small objects
+SIZE = 32  # pixels; the 2x VAE keeps 16x16x4 latents: the corners of 6-pixel stars survive
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "shapes_demo.yaml"
 
 
@@ -71,6 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--flow_steps", type=int, default=None, metavar="N",
                         help=f"flow training steps (default: {FULL['flow_steps']:,}; with --quick: "
                              f"{QUICK['flow_steps']:,})")
+    parser.add_argument("--seed", type=int, default=None, metavar="N",
+                        help="training seed of both stages (default: the pipeline file's, 0); the data and the "
+                             "held-out prompts stay the same")
     args = parser.parse_args(argv)
     plan, out = dict(QUICK if args.quick else FULL), Path(args.out)
     plan.update({k: v for k, v in (("vae_steps", args.vae_steps), ("flow_steps", args.flow_steps)) if v})
@@ -80,6 +84,7 @@ def main(argv=None) -> int:
     flags = ["--config", str(pipeline_file(out, plan)), "--output_path", str(out), "--resume_from_checkpoint",
              "latest", "--data_path", str(data / "train"), "--validation_data_path", str(data / "test"),
              "--cache_dir", str(out / "cache"), "--sample_captions", *read_split(data / "test")[1][:2]]
+    flags += ["--seed", str(args.seed)] if args.seed is not None else []
     if train(flags) != 0:
         raise SystemExit("shapes demo: training failed")
     if not (out / "stages" / "2-flow" / "logs" / "run_end.json").is_file():  # stopped by a signal

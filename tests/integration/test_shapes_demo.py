@@ -55,10 +55,10 @@ def test_quick_shapes_demo_runs_end_to_end_and_a_stop_in_the_vae_stage_waits(tmp
 
     demo = load_demo()
     sigterm_in(monkeypatch, "1-vae", 10)
-    assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30"]) == 1
+    assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30", "--seed", "5"]) == 1
     assert (tmp_path / "stages" / "1-vae" / "state" / "checkpoint-11").is_dir()  # the step in progress
     assert not (tmp_path / "stages" / "2-flow").exists()
-    assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30"]) == 0
+    assert demo.main(["--quick", "--out", str(tmp_path), "--flow_steps", "30", "--seed", "5"]) == 0
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert result["n"] == demo.QUICK["n_test"] and 0.0 <= result["accuracy"] <= 1.0
     assert result["vae_ceiling"]["n"] == demo.QUICK["n_test"] and 0.0 <= result["vae_ceiling"]["shape"] <= 1.0
@@ -74,3 +74,14 @@ def test_quick_shapes_demo_runs_end_to_end_and_a_stop_in_the_vae_stage_waits(tmp
     assert [r["step"] for r in rows if "val/flow/loss" in r and "val/judge/accuracy" in r] == [30]
     assert "val/vae/psnr" in vae_rows[-1]
     assert all((stages / stage / "report.html").is_file() for stage in ("1-vae", "2-flow"))
+    for stage in ("1-vae", "2-flow"):  # --seed reaches both stages
+        assert json.loads((stages / stage / "logs" / "train_config.json").read_text(encoding="utf-8"))["seed"] == 5
+    # the exported models have the shapes the pipeline file asks for
+    import yaml
+
+    vae_stage, flow_stage = yaml.safe_load(demo.PIPELINE.read_text(encoding="utf-8"))["stages"]
+    config = {name: json.loads((tmp_path / "pipeline" / name / "config.json").read_text(encoding="utf-8"))
+              for name in ("vae", "transformer")}
+    assert config["vae"]["block_out_channels"] == vae_stage["vae_block_out_channels"]
+    assert config["vae"]["latent_channels"] == vae_stage["vae_latent_channels"] == config["transformer"]["in_channels"]
+    assert config["transformer"]["patch_size"] == flow_stage["flow_patch_size"]

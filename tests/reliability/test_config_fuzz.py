@@ -120,6 +120,9 @@ CASES = [
     case("flow_mlp_ratio-nan", "--flow_mlp_ratio nan", "--flow_mlp_ratio must be a finite number"),
     case("max_sequence_length-too-short", "--max_sequence_length 2", "--max_sequence_length"),
     case("vae_block_out_channels-zero", "--vae_block_out_channels 16 0", "--vae_block_out_channels"),
+    case("vae_latent_channels-zero", "--vae_latent_channels 0", "--vae_latent_channels"),
+    case("img_size-not-multiple-of-2x-vae-and-4x4-patches", "--train_diff_full --vae_block_out_channels 16 32 "
+         "--flow_patch_size 4 --img_size 36", "the flow processor takes 4x4 patches"),
     case("img_size-too-small", "--img_size 4", "--img_size"),
     case("img_size-not-multiple-of-vae", "--img_size 36", "--img_size must be a multiple of 8"),
     case("img_size-not-multiple-of-flow-patches", "--train_diff_full --img_size 40",
