@@ -121,6 +121,11 @@ def test_absolute_positions_tell_tokens_where_they_are():
     # tokens are 2x2 patches: compare patch (0, 0) with patch (3, 3)
     assert torch.allclose(blind[..., 0:2, 0:2], blind[..., 6:8, 6:8], atol=1e-5)
     assert not torch.allclose(placed[..., 0:2, 0:2], placed[..., 6:8, 6:8], atol=1e-3)
+    # the scale is fixed when the model is built: an export that records another sample_size changes nothing
+    assert with_positions.config.pos_embed_base_size == 8 // 2
+    with_positions.register_to_config(sample_size=64)
+    with torch.no_grad():
+        assert torch.equal(with_positions(uniform, *args[1:], encoder_attention_mask=mask).sample, placed)
     # positions are fractions of the grid: token (3, 3) of 4x4 sits where token (6, 6) of 8x8 does
     small, big = (with_positions.absolute_positions(n, n, uniform) for n in (4, 8))
     assert torch.allclose(small[3 * 4 + 3], big[6 * 8 + 6]) and not torch.allclose(small[3 * 4 + 3], big[3 * 8 + 3])

@@ -126,9 +126,12 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         rope_theta: int = 10000,
         sample_size: int = 32,
         absolute_pos_embed: bool = False,
+        pos_embed_base_size: int | None = None,
     ):
         super().__init__()
         check_activation(activation)
+        if absolute_pos_embed and pos_embed_base_size is None:  # fixed at build: an export rewrites sample_size
+            self.register_to_config(pos_embed_base_size=max(1, sample_size // patch_size))
         if patch_size not in PATCH_SIZES:
             raise ValueError(f"patch_size must be one of {PATCH_SIZES}, got {patch_size}")
         head_dim, rem = divmod(hidden_size, num_attention_heads)
@@ -196,9 +199,10 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         """DiT/PixArt's fixed 2-D sin-cos embedding of each token's place in the image, ``[h*w, hidden]``.
 
         Rotary embedding only tells a token where the others are relative to it; a caption's "top left" needs
-        where it is in the picture. Positions are fractions of the grid (PixArt's ``base_size``), so they mean
-        the same at every size."""
-        base = max(1, self.config.sample_size // self.config.patch_size)
+        where it is in the picture. Positions are fractions of the grid on a scale of ``pos_embed_base_size``
+        steps (PixArt's ``base_size``: the token grid at the size the model was built for), so they mean the
+        same at every size."""
+        base = self.config.pos_embed_base_size or max(1, self.config.sample_size // self.config.patch_size)
         return get_2d_sincos_pos_embed(self.config.hidden_size, (h, w), base_size=base, device=x.device).to(x.dtype)
 
 
