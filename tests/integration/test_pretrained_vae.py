@@ -217,6 +217,8 @@ CHECKS = {
     "with-gan_training": (lambda tmp: [FLAG, str(save_vae(tmp / "v")), "--gan_training"], FLAG,
                           "excludes --gan_training"),
     "with-train_spade": (lambda tmp: [FLAG, str(save_vae(tmp / "v")), "--train_spade"], FLAG, "excludes --train_spade"),
+    "with-vae_latent_channels": (lambda tmp: [FLAG, str(save_vae(tmp / "v")), "--vae_latent_channels", "4"],
+                                 "--vae_latent_channels", "shapes a new VAE"),
     "subfolder-alone": (lambda tmp: ["--pretrained_vae_subfolder", "vae"], "--pretrained_vae_subfolder", FLAG),
     "lone-vae-as-model_checkpoint": (lambda tmp: ["--model_checkpoint", str(pipeline_folder(tmp))],
                                      "--model_checkpoint", FLAG),

@@ -194,7 +194,6 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         out = unpatchify(x, p, h // p, w // p)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
-
     def absolute_positions(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
         """DiT/PixArt's fixed 2-D sin-cos embedding of each token's place in the image, ``[h*w, hidden]``.
 

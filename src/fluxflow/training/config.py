@@ -136,8 +136,8 @@ class TrainConfig(DataConfig):
                                                       "2^(n-1)x (default: the preset's, 4 stages)")
     vae_latent_channels: int | None = flag(None, "Latent channels of a new VAE (default: the preset's, 16; the flow "
                                                  "processor takes as many)", STEPS)
-    flow_patch_size: int | None = flag(None, "Patch size of a new flow processor: 1, 2 or 4 (default: the "
-                                                       "preset's, 2)", _choice(*PATCH_SIZES))
+    flow_patch_size: int | None = flag(None, "Patch size of a new flow processor: 1, 2 or 4 (default: the preset's, "
+                                             "2)", _choice(*PATCH_SIZES))
     flow_hidden_size: int | None = flag(None, "Width of a new flow processor (default: the preset's)", STEPS)
     flow_num_layers: int | None = flag(None, "Blocks of a new flow processor (default: the preset's)", STEPS)
     flow_mlp_ratio: float | None = flag(None, "MLP width / width of a new flow processor (default: the preset's, "
