@@ -201,8 +201,8 @@ class FluxFlowTransformer(FluxFlowModelMixin, ModelMixin, ConfigMixin, PeftAdapt
         where it is in the picture. Positions are fractions of the grid on a scale of ``pos_embed_base_size``
         steps (PixArt's ``base_size``: the token grid at the size the model was built for), so they mean the
         same at every size."""
-        base = self.config.pos_embed_base_size or max(1, self.config.sample_size // self.config.patch_size)
-        return get_2d_sincos_pos_embed(self.config.hidden_size, (h, w), base_size=base, device=x.device).to(x.dtype)
+        return get_2d_sincos_pos_embed(self.config.hidden_size, (h, w), base_size=self.config.pos_embed_base_size,
+                                       device=x.device).to(x.dtype)
 
 
 def _attention_mask(mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor | None:

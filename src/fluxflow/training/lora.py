@@ -54,16 +54,16 @@ def _target_problems(cfg) -> list[str]:
     from ..models.presets import preset_config
     from .checkpoint_check import checkpoint_configs, local_checkpoint
 
-    config, configs = None, {}
+    configs = {}
     if cfg.model_checkpoint:
         try:
             configs = checkpoint_configs(local_checkpoint(cfg.model_checkpoint))
         except Exception:  # noqa: BLE001 -- an unreadable or missing base is named by checkpoint_problems
-            configs = {}
+            pass
         if configs and "transformer" not in configs:
             return [f"--lora_rank: --model_checkpoint {cfg.model_checkpoint!r} holds no flow processor to adapt "
                     f"(it has {', '.join(configs)})"]
-        config = configs.get("transformer", (None, None))[1]
+    config = configs.get("transformer", (None, None))[1]
     config = {k: v for k, v in (config or preset_config(cfg.model_preset, "transformer")).items()
               if not k.startswith("_")}
     with torch.device("meta"):
